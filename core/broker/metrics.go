@@ -1,0 +1,76 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the broker's Prometheus series. With no Registerer they are
+// still counted (cheaply) but exported nowhere.
+type metrics struct {
+	reg           prometheus.Registerer
+	collectors    []prometheus.Collector
+	producedTotal prometheus.Counter
+	consumedTotal prometheus.Counter
+	commitDelay   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer, b *Broker) *metrics {
+	m := &metrics{
+		reg: reg,
+		producedTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "conflux_produced_messages_total", Help: "Messages produced through this node and committed."}),
+		consumedTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "conflux_consumed_messages_total", Help: "Messages read from queues on this node."}),
+		commitDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "conflux_produce_commit_seconds", Help: "Time from proposing a batch to its apply on this node.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.collectors = []prometheus.Collector{m.producedTotal, m.consumedTotal, m.commitDelay,
+		gauge("conflux_raft_is_leader", "1 on the Raft leader, else 0.", func() float64 {
+			if b.node.Status().Role == "StateLeader" {
+				return 1
+			}
+			return 0
+		}),
+		gauge("conflux_raft_term", "Current Raft term.", func() float64 { return float64(b.node.Status().Term) }),
+		gauge("conflux_raft_leader_id", "Raft id of the known leader, 0 if none.", func() float64 { return float64(b.node.Status().Leader) }),
+		gauge("conflux_raft_applied_index", "Last applied Raft index.", func() float64 { return float64(b.node.Status().Applied) }),
+		gauge("conflux_raft_commit_index", "Last committed Raft index.", func() float64 { return float64(b.node.Status().Commit) }),
+		gauge("conflux_log_disk_bytes", "Bytes of commit-log segments on disk.", func() float64 {
+			return float64(b.node.Log().DiskBytes())
+		}),
+		gauge("conflux_scheduled_messages", "Delayed messages and retries not yet delivered.", func() float64 {
+			return float64(b.PendingTimers())
+		}),
+		gauge("conflux_open_transactions", "Half messages neither rolled back nor delivered.", func() float64 {
+			return float64(b.OpenTransactions())
+		}),
+	}
+	if reg != nil {
+		for _, c := range m.collectors {
+			reg.MustRegister(c)
+		}
+	}
+	return m
+}
+
+func (m *metrics) produced(n int, d time.Duration) {
+	m.producedTotal.Add(float64(n))
+	m.commitDelay.Observe(d.Seconds())
+}
+
+func (m *metrics) consumed(n int) { m.consumedTotal.Add(float64(n)) }
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}
