@@ -57,7 +57,9 @@ type Result struct {
 }
 
 // Produce stores msgs and returns once they are committed on a majority and
-// applied here. Concurrent calls share Raft entries (group commit).
+// applied here. Concurrent calls share Raft entries (group commit). The
+// messages of one call reach the log in the order given, even when they
+// span several entries.
 func (b *Broker) Produce(ctx context.Context, msgs []Message) ([]Result, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
@@ -67,6 +69,9 @@ func (b *Broker) Produce(ctx context.Context, msgs []Message) ([]Result, error) 
 		r, err := b.route(ctx, &msgs[k])
 		if err != nil {
 			return nil, err
+		}
+		if k > 0 {
+			r.prev = reqs[k-1]
 		}
 		reqs = append(reqs, r)
 	}
@@ -149,9 +154,16 @@ func (b *Broker) newMessageID() [16]byte {
 type produceReq struct {
 	msg  batch.Message
 	size int
-	res  Result
-	err  error
-	done chan struct{}
+	// prev is the request before this one in the same Produce call. The
+	// loop may cut a call into several groups, and groups are proposed
+	// concurrently; a request whose prev is in an earlier group waits
+	// until prev is stored, so the call's order is the log's order even
+	// when an earlier group is dropped and retried.
+	prev  *produceReq
+	group uint64 // the group carrying it, set by the loop before sending
+	res   Result
+	err   error
+	done  chan struct{}
 }
 
 // producer groups concurrent produce requests into batches (one Raft entry
@@ -218,6 +230,7 @@ func (p *producer) submit(ctx context.Context, reqs []*produceReq) ([]Result, er
 // one) into a batch: under load batches grow by themselves.
 func (p *producer) loop() {
 	defer p.wg.Done()
+	var gseq uint64
 	for {
 		var first *produceReq
 		select {
@@ -227,6 +240,8 @@ func (p *producer) loop() {
 			return
 		}
 		p.slots <- struct{}{}
+		gseq++
+		first.group = gseq
 		group := []*produceReq{first}
 		size := batch.HeaderBytes + first.size
 	gather:
@@ -238,7 +253,9 @@ func (p *producer) loop() {
 					go p.send(group)
 					p.slots <- struct{}{}
 					group, size = nil, batch.HeaderBytes
+					gseq++
 				}
+				r.group = gseq
 				group = append(group, r)
 				size += r.size
 			default:
@@ -254,6 +271,10 @@ func (p *producer) loop() {
 func (p *producer) send(group []*produceReq) {
 	defer p.wg.Done()
 	defer func() { <-p.slots }()
+	group = inCallOrder(group)
+	if len(group) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*p.b.cfg.ProposeTimeout)
 	defer cancel()
 	res, err := p.b.proposeBatch(ctx, group, nil)
@@ -265,6 +286,29 @@ func (p *producer) send(group []*produceReq) {
 		r.res = res[k]
 		close(r.done)
 	}
+}
+
+// inCallOrder waits until each request's predecessor from an earlier
+// group has its answer, and fails a request whose predecessor failed (a
+// call's later message must not be stored without its earlier ones). It
+// returns the requests still to propose. Predecessors are always in the
+// same or an earlier group, so the waits cannot form a cycle.
+func inCallOrder(group []*produceReq) []*produceReq {
+	live := make([]*produceReq, 0, len(group))
+	for _, r := range group {
+		if pr := r.prev; pr != nil {
+			if pr.group != r.group {
+				<-pr.done
+			}
+			if pr.err != nil {
+				r.err = pr.err
+				close(r.done)
+				continue
+			}
+		}
+		live = append(live, r)
+	}
+	return live
 }
 
 // proposeBatch stores routed requests as one entry (attempts made while
