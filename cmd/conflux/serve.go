@@ -42,8 +42,8 @@ address disables that listener (--mqtt-addr=).
 
 The RocketMQ name server (--namesrv-addr) and broker (--broker-addr) front
 doors serve rocketmq-client-go v2 clients. MQTT 3.1.1/5 is served on
---mqtt-addr (TCP) and --mqtt-ws-addr (WebSocket). The AMQP front door is
-not implemented yet: serve logs that instead of listening on its address.`,
+--mqtt-addr (TCP) and --mqtt-ws-addr (WebSocket), AMQP 0-9-1 (RabbitMQ
+clients) on --amqp-addr.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			src, err := cfg.Resolve(cmd.Flags(), lookupEnv)
@@ -75,14 +75,6 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
-	for _, fd := range []struct{ name, flag, addr string }{
-		{"amqp", "amqp-addr", cfg.AMQPAddr},
-	} {
-		if fd.addr != "" {
-			log.Warn("front door not implemented yet: not listening", "listener", fd.name, "addr", fd.addr,
-				"flag", "--"+fd.flag)
-		}
-	}
 
 	// From here on SIGTERM/SIGINT mean "shut down cleanly"; after the first
 	// one the default handling is back, so a second one kills.
@@ -103,12 +95,12 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 		log.Warn("HTTP server disabled (--http-addr is empty): no /metrics, /readyz or admin API")
 	}
 
-	// The RocketMQ ports too: bound now, served once the broker is open.
-	var nsLn, brLn net.Listener
+	// The RocketMQ and AMQP ports too: bound now, served once the broker is open.
+	var nsLn, brLn, amqpLn net.Listener
 	for _, l := range []struct {
 		name, addr string
 		ln         *net.Listener
-	}{{"rocketmq-namesrv", cfg.NamesrvAddr, &nsLn}, {"rocketmq-broker", cfg.BrokerAddr, &brLn}} {
+	}{{"rocketmq-namesrv", cfg.NamesrvAddr, &nsLn}, {"rocketmq-broker", cfg.BrokerAddr, &brLn}, {"amqp", cfg.AMQPAddr, &amqpLn}} {
 		if l.addr == "" {
 			continue
 		}
@@ -162,6 +154,11 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 		log.Error("cannot start the MQTT front door", "err", err)
 		return closeBroker(log, b, exitFailure)
 	}
+	aq, err := startAMQP(log, cfg, b, amqpLn)
+	if err != nil {
+		log.Error("cannot start the AMQP front door", "err", err)
+		return closeBroker(log, b, exitFailure)
+	}
 	go logReady(ctx, log, b)
 
 	code := exitOK
@@ -183,6 +180,9 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 	}
 	if mq != nil {
 		_ = mq.Close() // persistent sessions save their positions
+	}
+	if aq != nil {
+		_ = aq.Close() // unconfirmed publishes are stored or nacked first
 	}
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

@@ -193,17 +193,18 @@ func (l *subLeases) pick(s *Subscription, now time.Time, max int, end uint64) []
 		}
 	}
 	l.scan = maxU64(l.scan, s.Floor)
-	for off := l.scan; off < end && len(out) < max; off++ {
-		l.scan = off + 1
-		if _, busy := l.inflight[off]; busy || s.isSettled(off) {
+	// Offsets below scan that are neither settled nor in flight nor
+	// failed were released by a consumer: deliver them again, before
+	// new ones (AMQP puts a requeued message back in its place).
+	for off := s.Floor; off < l.scan && len(out) < max; off++ {
+		if _, busy := l.inflight[off]; busy || s.isSettled(off) || s.Failures[off] > 0 || contains(out, off) {
 			continue
 		}
 		out = append(out, off)
 	}
-	// Offsets below scan that are neither settled nor in flight nor
-	// failed were released by a consumer: deliver them again.
-	for off := s.Floor; off < l.scan && len(out) < max; off++ {
-		if _, busy := l.inflight[off]; busy || s.isSettled(off) || s.Failures[off] > 0 || contains(out, off) {
+	for off := l.scan; off < end && len(out) < max; off++ {
+		l.scan = off + 1
+		if _, busy := l.inflight[off]; busy || s.isSettled(off) {
 			continue
 		}
 		out = append(out, off)
@@ -369,4 +370,58 @@ func (b *Broker) deadLetter(ctx context.Context, s *Subscription, f Fetched, fai
 		return fmt.Errorf("broker: dead-letter to %s: %w", s.DeadLetter, err)
 	}
 	return b.settle(ctx, s.Name, []command.Settle{{Offset: f.QueueOffset, Outcome: command.DeadLettered}})
+}
+
+// ReadyCount counts a subscription's messages that wait for delivery:
+// neither settled nor in flight (in flight as this node, the leader, knows
+// it).
+func (b *Broker) ReadyCount(name string) (uint64, bool) {
+	sub, ok := b.SubscriptionState(name)
+	if !ok {
+		return 0, false
+	}
+	return uint64(len(b.readyOffsets(&sub))), true
+}
+
+// Purge settles every ready message of a subscription (AMQP queue.purge):
+// messages in flight stay, to be acknowledged or released later. It
+// returns how many it settled.
+func (b *Broker) Purge(ctx context.Context, name string) (uint64, error) {
+	sub, ok := b.SubscriptionState(name)
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", ErrNoSubscription, name)
+	}
+	offs := b.readyOffsets(&sub)
+	total := uint64(len(offs))
+	for len(offs) > 0 {
+		n := min(len(offs), 4096) // one bounded command per chunk
+		st := make([]command.Settle, n)
+		for k, o := range offs[:n] {
+			st[k] = command.Settle{Offset: o, Outcome: command.Acked}
+		}
+		if err := b.settle(ctx, name, st); err != nil {
+			return 0, err
+		}
+		offs = offs[n:]
+	}
+	return total, nil
+}
+
+// readyOffsets lists the offsets of s that are neither settled nor leased.
+func (b *Broker) readyOffsets(s *Subscription) []uint64 {
+	end := b.queueEnd(s.Topic, s.Queue)
+	term := b.node.Status().Term
+	b.dl.mu.Lock()
+	defer b.dl.mu.Unlock()
+	var inflight map[uint64]time.Time
+	if l := b.dl.subs[s.Name]; l != nil && b.dl.term == term {
+		inflight = l.inflight
+	}
+	var out []uint64
+	for off := s.Floor; off < end; off++ {
+		if _, busy := inflight[off]; !busy && !s.isSettled(off) {
+			out = append(out, off)
+		}
+	}
+	return out
 }

@@ -1,0 +1,382 @@
+package amqp
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/conflux-mq/conflux/gateway/amqp/frame"
+)
+
+// writeTimeout bounds one write to a client: a client that stops reading
+// is dropped instead of stalling its channels' goroutines forever.
+const writeTimeout = 30 * time.Second
+
+// conn is one client connection. One goroutine reads and runs the
+// methods in order; consumers and publish pipes write through send.
+type conn struct {
+	s  *Server
+	nc net.Conn
+	id string
+	r  *bufio.Reader
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	wmu       sync.Mutex
+	lastWrite atomic.Int64 // unix nanoseconds
+
+	frameMax  uint32
+	heartbeat time.Duration
+	vhost     string
+	caps      frame.Table // the client's capabilities
+
+	chans map[uint16]*channel // read goroutine only
+	// closing: connection.close was sent; only close and close-ok count.
+	closing   atomic.Bool
+	closeOnce sync.Once
+
+	mu        sync.Mutex
+	exclusive map[string]bool // names of exclusive queues this connection owns
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(s.ctx)
+	return &conn{s: s, nc: nc, id: s.newID("conn-"), r: bufio.NewReaderSize(nc, 64<<10), ctx: ctx, cancel: cancel,
+		frameMax: frame.MinFrameMax, chans: map[uint16]*channel{}, exclusive: map[string]bool{}}
+}
+
+// send writes bytes (whole frames) to the client.
+func (c *conn) send(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.nc.Write(b)
+	c.lastWrite.Store(time.Now().UnixNano())
+	if err != nil {
+		c.cancel()
+		_ = c.nc.Close()
+	}
+	return err
+}
+
+func (c *conn) sendMethod(ch uint16, m frame.Method) error {
+	return c.send(frame.AppendMethodFrame(nil, ch, m))
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve() {
+	defer c.cleanup()
+	if err := c.handshake(); err != nil {
+		var ae *amqpError
+		if errors.As(err, &ae) {
+			c.shutdown(ae)
+		}
+		c.s.log.Debug("amqp handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+		return
+	}
+	if c.heartbeat > 0 {
+		go c.heartbeats()
+	}
+	err := c.readLoop()
+	var ae *amqpError
+	if errors.As(err, &ae) {
+		c.shutdown(ae)
+		return
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
+		c.s.log.Debug("amqp connection ended", "remote", c.nc.RemoteAddr().String(), "err", err)
+	}
+}
+
+// handshake: protocol header, start/start-ok, tune/tune-ok, open/open-ok.
+func (c *conn) handshake() error {
+	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
+	var hdr [8]byte
+	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+		return err
+	}
+	if hdr != frame.ProtocolHeader {
+		// The spec's answer to another protocol or version: our header, then close.
+		_, _ = c.nc.Write(frame.ProtocolHeader[:])
+		return fmt.Errorf("amqp: bad protocol header %q", hdr[:])
+	}
+	caps := frame.Table{
+		"publisher_confirms": true, "exchange_exchange_bindings": true, "basic.nack": true,
+		"consumer_cancel_notify": true, "authentication_failure_close": true, "per_consumer_qos": true,
+	}
+	start := &frame.ConnectionStart{VersionMajor: 0, VersionMinor: 9, ServerProperties: frame.Table{
+		"product": "Conflux", "version": "0.1", "platform": "Go " + runtime.Version(),
+		"information": "https://github.com/conflux-mq/conflux", "capabilities": caps,
+	}, Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US"}
+	if err := c.sendMethod(0, start); err != nil {
+		return err
+	}
+	m, err := c.readMethod0()
+	if err != nil {
+		return err
+	}
+	so, ok := m.(*frame.ConnectionStartOk)
+	if !ok {
+		return hardErr(codeCommandInvalid, "expected connection.start-ok, got %s", m.Name())
+	}
+	if so.Mechanism != "PLAIN" && so.Mechanism != "AMQPLAIN" {
+		return hardErr(codeAccessRefused, "unsupported authentication mechanism %q", so.Mechanism)
+	}
+	if t, ok := so.ClientProperties["capabilities"].(frame.Table); ok {
+		c.caps = t
+	}
+	tune := &frame.ConnectionTune{ChannelMax: c.s.cfg.ChannelMax, FrameMax: c.s.cfg.FrameMaxBytes, Heartbeat: c.s.cfg.HeartbeatSeconds}
+	if err := c.sendMethod(0, tune); err != nil {
+		return err
+	}
+	if m, err = c.readMethod0(); err != nil {
+		return err
+	}
+	to, ok := m.(*frame.ConnectionTuneOk)
+	if !ok {
+		return hardErr(codeCommandInvalid, "expected connection.tune-ok, got %s", m.Name())
+	}
+	switch {
+	case to.FrameMax == 0:
+		c.frameMax = c.s.cfg.FrameMaxBytes
+	case to.FrameMax < frame.MinFrameMax || to.FrameMax > c.s.cfg.FrameMaxBytes:
+		return hardErr(codeNotAllowed, "frame_max %d outside [%d, %d]", to.FrameMax, frame.MinFrameMax, c.s.cfg.FrameMaxBytes)
+	default:
+		c.frameMax = to.FrameMax
+	}
+	c.heartbeat = time.Duration(to.Heartbeat) * time.Second
+	if m, err = c.readMethod0(); err != nil {
+		return err
+	}
+	op, ok := m.(*frame.ConnectionOpen)
+	if !ok {
+		return hardErr(codeCommandInvalid, "expected connection.open, got %s", m.Name())
+	}
+	c.vhost = op.VirtualHost
+	if c.vhost == "" {
+		c.vhost = "/"
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	return c.sendMethod(0, &frame.ConnectionOpenOk{})
+}
+
+// readMethod0 reads the next frame of the handshake: a method on channel 0.
+func (c *conn) readMethod0() (frame.Method, error) {
+	f, err := frame.ReadFrame(c.r, c.frameMax)
+	if err != nil {
+		return nil, frameErr(err)
+	}
+	if f.Type != frame.TypeMethod || f.Channel != 0 {
+		return nil, hardErr(codeUnexpectedFrame, "expected a method frame on channel 0 during the handshake")
+	}
+	m, err := frame.DecodeMethod(f.Payload)
+	if err != nil {
+		return nil, frameErr(err)
+	}
+	return m, nil
+}
+
+// frameErr turns a codec error into the protocol's connection error.
+func frameErr(err error) error {
+	switch {
+	case errors.Is(err, frame.ErrFrameEnd), errors.Is(err, frame.ErrFrameTooLarge):
+		return hardErr(codeFrameError, "%v", err)
+	case errors.Is(err, frame.ErrUnknownMethod):
+		return hardErr(codeNotImplemented, "%v", err)
+	case errors.Is(err, frame.ErrSyntax):
+		return hardErr(codeSyntaxError, "%v", err)
+	}
+	return err
+}
+
+// heartbeats writes a heartbeat frame when nothing was written for half
+// the negotiated interval.
+func (c *conn) heartbeats() {
+	t := time.NewTicker(c.heartbeat / 2)
+	defer t.Stop()
+	hb := frame.AppendFrame(nil, frame.TypeHeartbeat, 0, nil)
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, c.lastWrite.Load())) >= c.heartbeat/2 {
+				if c.send(hb) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *conn) readLoop() error {
+	for {
+		if c.heartbeat > 0 {
+			// Two missed heartbeats (any frame counts) and the peer is gone.
+			_ = c.nc.SetReadDeadline(time.Now().Add(2 * c.heartbeat))
+		}
+		f, err := frame.ReadFrame(c.r, c.frameMax)
+		if err != nil {
+			return frameErr(err)
+		}
+		if err := c.dispatch(f); err != nil {
+			return err
+		}
+	}
+}
+
+// errClosedByClient ends the read loop after a client's connection.close.
+var errClosedByClient = errors.New("amqp: closed by the client")
+
+func (c *conn) dispatch(f frame.Frame) error {
+	if f.Type == frame.TypeHeartbeat {
+		if f.Channel != 0 {
+			return hardErr(codeFrameError, "heartbeat on channel %d", f.Channel)
+		}
+		return nil
+	}
+	if f.Channel == 0 {
+		if f.Type != frame.TypeMethod {
+			return hardErr(codeUnexpectedFrame, "content frame on channel 0")
+		}
+		m, err := frame.DecodeMethod(f.Payload)
+		if err != nil {
+			return frameErr(err)
+		}
+		return c.connectionMethod(m)
+	}
+	if c.closing.Load() {
+		return nil // only close-ok matters now (channel 0)
+	}
+	ch := c.chans[f.Channel]
+	if f.Type != frame.TypeMethod {
+		if ch == nil {
+			return hardErr(codeChannelError, "content on channel %d, which is not open", f.Channel)
+		}
+		return ch.content(f)
+	}
+	m, err := frame.DecodeMethod(f.Payload)
+	if err != nil {
+		return frameErr(err)
+	}
+	if ch == nil {
+		if _, ok := m.(*frame.ChannelOpen); !ok {
+			return withMethod(hardErr(codeChannelError, "channel %d is not open", f.Channel), m)
+		}
+		if f.Channel > c.s.cfg.ChannelMax {
+			return withMethod(hardErr(codeChannelError, "channel %d above channel_max %d", f.Channel, c.s.cfg.ChannelMax), m)
+		}
+		ch = newChannel(c, f.Channel)
+		c.chans[f.Channel] = ch
+		return c.sendMethod(f.Channel, &frame.ChannelOpenOk{})
+	}
+	return ch.method(m)
+}
+
+func withMethod(e *amqpError, m frame.Method) *amqpError {
+	if m != nil {
+		e.classID, e.methodID = m.ClassID(), m.MethodID()
+	}
+	return e
+}
+
+func (c *conn) connectionMethod(m frame.Method) error {
+	switch m := m.(type) {
+	case *frame.ConnectionClose:
+		c.closeChannels()
+		_ = c.sendMethod(0, &frame.ConnectionCloseOk{})
+		return errClosedByClient
+	case *frame.ConnectionCloseOk:
+		if c.closing.Load() {
+			return errClosedByClient
+		}
+		return withMethod(hardErr(codeCommandInvalid, "connection.close-ok without a close"), m)
+	case *frame.ConnectionBlocked, *frame.ConnectionUnblocked:
+		return nil
+	case *frame.ConnectionUpdateSecret:
+		return c.sendMethod(0, &frame.ConnectionUpdateSecretOk{})
+	default:
+		if c.closing.Load() {
+			return nil
+		}
+		return withMethod(hardErr(codeCommandInvalid, "%s not allowed on channel 0", m.Name()), m)
+	}
+}
+
+// shutdown sends connection.close with the error, waits briefly for the
+// client's close-ok (the read loop may still be running) and drops the
+// socket.
+func (c *conn) shutdown(e *amqpError) {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		if e.code != codeConnectionForced {
+			c.s.log.Debug("amqp connection error", "remote", c.nc.RemoteAddr().String(), "code", e.code, "text", e.text)
+		}
+		_ = c.sendMethod(0, &frame.ConnectionClose{ReplyCode: e.code, ReplyText: e.text, FailedClassID: e.classID, FailedMethodID: e.methodID})
+		go func() {
+			// The client answers close-ok; we do not need to wait for it.
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+			}
+			_ = c.nc.Close()
+		}()
+	})
+}
+
+// closeChannels ends every channel: consumers stop, pipes drain,
+// unacknowledged deliveries go back to their queues.
+func (c *conn) closeChannels() {
+	for id, ch := range c.chans {
+		ch.close()
+		delete(c.chans, id)
+	}
+}
+
+// cleanup runs when the connection is over: channels closed, exclusive
+// queues deleted.
+func (c *conn) cleanup() {
+	c.closeChannels()
+	c.cancel()
+	_ = c.nc.Close()
+	c.mu.Lock()
+	names := make([]string, 0, len(c.exclusive))
+	for n := range c.exclusive {
+		names = append(names, n)
+	}
+	c.mu.Unlock()
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.CommitTimeout)
+		if _, err := c.s.deleteQueue(ctx, c.vhost, n); err != nil && !errors.Is(err, context.Canceled) {
+			c.s.log.Warn("exclusive queue not deleted", "queue", n, "err", err)
+		}
+		cancel()
+	}
+}
+
+// capability reports a client capability from start-ok.
+func (c *conn) capability(name string) bool {
+	v, _ := c.caps[name].(bool)
+	return v
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func validName(s string) bool { return len(s) <= 255 && !strings.ContainsRune(s, 0) }

@@ -1,0 +1,45 @@
+// Package amqp is the AMQP 0-9-1 front door (RabbitMQ dialect): clients
+// such as amqp091-go, pika or the RabbitMQ Java client connect to it and
+// publish and consume through core/broker, so their messages live in the
+// same Raft-replicated log as RocketMQ's and MQTT's. The wire codec is the
+// leaf package gateway/amqp/frame.
+//
+// # Mapping onto the core
+//
+//   - Exchanges, queues and bindings are replicated records in namespace
+//     "amqp" (keys "x/<vhost>\x00<name>", "q/<vhost>\x00<name>",
+//     "b/<vhost>\x00<source>\x00<dest kind><dest>\x00<routing key>\x00<args>"), JSON
+//     values, plus "gen", rewritten by every change so each node knows when
+//     to rebuild its routing index. A node routes against its own applied
+//     copy; a declare answers after its records are applied here, so a
+//     client sees its own changes.
+//   - Each AMQP queue is a core topic with one queue (named by queueTopic)
+//     and one core subscription of the same name: the broker's delivery
+//     state machine (ready, in flight under a lease, settled) gives the
+//     per-message ack, requeue and redelivered flag AMQP needs. The lease
+//     (ConsumerTimeout) stands in for RabbitMQ's consumer timeout.
+//   - A publish is routed at the door against the current bindings and
+//     stored once: the first target queue is the message's topic, the
+//     others are extra destinations of the same log record (one body, one
+//     index entry per queue). The content header's property bytes are kept
+//     as they came (property AMQP_PROPS), with the exchange and routing key
+//     (AMQP_EXCHANGE, AMQP_ROUTING_KEY), so every header type round-trips.
+//   - Publisher confirms are sent after the Raft commit (majority fsync):
+//     each channel has one pipe that produces its publishes in order and
+//     acknowledges them with basic.ack multiple=true, a basic.return
+//     before the ack of an unroutable mandatory message.
+//   - basic.ack settles offsets in the subscription; reject, nack and
+//     recover with requeue release them for redelivery (redelivered=true);
+//     without requeue the message is dead-lettered through the queue's
+//     x-dead-letter-exchange with an x-death header, or dropped. Closing a
+//     channel or connection releases what it had unacknowledged.
+//
+// # Limits and what is not there yet
+//
+// Deliveries come from the Raft leader (the core's subscriptions are
+// served there): a consumer on a follower waits until its node leads or
+// should reconnect to the leader. There is no authentication (any user and
+// password are accepted), no per-message or per-queue TTL, max-length,
+// priorities or x-delayed-message, and an exclusive queue of a node that
+// crashed stays until deleted.
+package amqp

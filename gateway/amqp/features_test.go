@@ -1,0 +1,219 @@
+package amqp
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+func publishN(t *testing.T, ch *amqp091.Channel, exchange, key string, n int, prefix string) {
+	t.Helper()
+	for i := range n {
+		if err := ch.PublishWithContext(ctx(t), exchange, key, false, false, amqp091.Publishing{Body: []byte(fmt.Sprint(prefix, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitReady(t *testing.T, n *node, queue string, want uint64) {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d ready in %s", want, queue), func() bool {
+		r, _ := n.b.ReadyCount(queueTopic("/", queue))
+		return r == want
+	})
+}
+
+// TestDeadLetterExchange: a rejected message goes through the queue's
+// x-dead-letter-exchange with an x-death array, as amqp091-go's own
+// integration test expects.
+func TestDeadLetterExchange(t *testing.T) {
+	n := startNode(t, nil)
+	ch := openCh(t, dial(t, n.url))
+	if err := ch.ExchangeDeclare("dlx", "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("dead", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind("dead", "", "dlx", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("live", true, false, false, false, amqp091.Table{"x-dead-letter-exchange": "dlx"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(ctx(t), "", "live", false, false, amqp091.Publishing{Body: []byte("poison"),
+		Expiration: "100000", Headers: amqp091.Table{"k": "v"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, n, "live", 1)
+	d, ok, err := ch.Get("live", false)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if err := d.Reject(false); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, n, "dead", 1)
+	dd, ok, err := ch.Get("dead", true)
+	if err != nil || !ok || string(dd.Body) != "poison" {
+		t.Fatalf("dead-lettered: %v %v %q", ok, err, dd.Body)
+	}
+	deaths, ok := dd.Headers["x-death"].([]any)
+	if !ok || len(deaths) != 1 {
+		t.Fatalf("x-death: %#v", dd.Headers["x-death"])
+	}
+	death := deaths[0].(amqp091.Table)
+	if death["queue"] != "live" || death["reason"] != "rejected" || death["count"] != int64(1) ||
+		death["original-expiration"] != "100000" || dd.Expiration != "" || dd.Headers["k"] != "v" ||
+		dd.Headers["x-first-death-reason"] != "rejected" {
+		t.Fatalf("dead-letter headers: %#v, expiration %q", dd.Headers, dd.Expiration)
+	}
+	waitReady(t, n, "live", 0)
+}
+
+// TestPrefetch: basic.qos bounds the unacked deliveries of a consumer;
+// each ack lets one more through.
+func TestPrefetch(t *testing.T) {
+	n := startNode(t, nil)
+	c := dial(t, n.url)
+	ch := openCh(t, c)
+	if _, err := ch.QueueDeclare("p", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ch, "", "p", 10, "m")
+	waitReady(t, n, "p", 10)
+	cons := openCh(t, c)
+	if err := cons.Qos(3, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	in, err := cons.Consume("p", "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got collector
+	got.run(in, false)
+	ds := got.waitN(t, 3)
+	// Three out, seven ready: the server holds the rest back.
+	waitReady(t, n, "p", 7)
+	if got.len() != 3 {
+		t.Fatalf("%d deliveries with prefetch 3", got.len())
+	}
+	if err := ds[0].Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	got.waitN(t, 4)
+	waitReady(t, n, "p", 6)
+	if got.len() != 4 {
+		t.Fatalf("%d deliveries after one ack", got.len())
+	}
+	// Multiple ack of everything so far lets the rest through, in order.
+	all := got.all()
+	if err := all[3].Ack(true); err != nil {
+		t.Fatal(err)
+	}
+	ds = got.waitN(t, 7)
+	for i, d := range ds {
+		if string(d.Body) != fmt.Sprint("m", i) {
+			t.Fatalf("delivery %d is %q", i, d.Body)
+		}
+	}
+}
+
+// TestTransactions: tx publishes are stored at commit, not before, and
+// a rollback drops them; acks in a transaction settle at commit.
+func TestTransactions(t *testing.T) {
+	n := startNode(t, nil)
+	ch := openCh(t, dial(t, n.url))
+	if _, err := ch.QueueDeclare("tx", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ch, "", "tx", 2, "rolled-back-")
+	if err := ch.TxRollback(); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ch, "", "tx", 3, "kept-")
+	if r, _ := n.b.ReadyCount(queueTopic("/", "tx")); r != 0 {
+		t.Fatalf("%d messages visible before the commit", r)
+	}
+	if err := ch.TxCommit(); err != nil {
+		t.Fatal(err)
+	}
+	// Committed means stored: no waiting needed.
+	if r, _ := n.b.ReadyCount(queueTopic("/", "tx")); r != 3 {
+		t.Fatalf("%d ready after the commit, want 3", r)
+	}
+	d, ok, err := ch.Get("tx", false)
+	if err != nil || !ok || string(d.Body) != "kept-0" {
+		t.Fatalf("get: %v %v %q", ok, err, d.Body)
+	}
+	if err := d.Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.TxRollback(); err != nil { // the ack is undone: still unacked
+		t.Fatal(err)
+	}
+	if err := d.Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.TxCommit(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the ack settled", func() bool {
+		st, _ := n.b.SubscriptionState(queueTopic("/", "tx"))
+		return st.Floor == 1
+	})
+}
+
+// TestQueueLifecycle: purge drops ready messages, delete cancels the
+// consumers (basic.cancel to the client), auto-delete goes with the last
+// consumer.
+func TestQueueLifecycle(t *testing.T) {
+	n := startNode(t, nil)
+	c := dial(t, n.url)
+	ch := openCh(t, c)
+	if _, err := ch.QueueDeclare("life", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ch, "", "life", 5, "m")
+	waitReady(t, n, "life", 5)
+	if got, err := ch.QueuePurge("life", false); err != nil || got != 5 {
+		t.Fatalf("purge: %d %v", got, err)
+	}
+	if _, ok, _ := ch.Get("life", true); ok {
+		t.Fatal("a purged message was delivered")
+	}
+	cons := openCh(t, c)
+	cancels := cons.NotifyCancel(make(chan string, 1))
+	if _, err := cons.Consume("life", "watcher", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDelete("life", false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case tag := <-cancels:
+		if tag != "watcher" {
+			t.Fatalf("cancelled %q", tag)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no basic.cancel after the queue was deleted")
+	}
+	// auto-delete: the queue lives while it has a consumer.
+	if _, err := ch.QueueDeclare("auto", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cons.Consume("auto", "a1", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cons.Cancel("a1", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.srv.topo.get().queue("/", "auto"); ok {
+		t.Fatal("auto-delete queue still there after its last consumer left")
+	}
+}

@@ -1,0 +1,315 @@
+package amqp
+
+import (
+	"context"
+	"sync"
+
+	"github.com/conflux-mq/conflux/core/broker"
+	"github.com/conflux-mq/conflux/core/log/batch"
+	"github.com/conflux-mq/conflux/gateway/amqp/frame"
+)
+
+// Properties of a message stored by the AMQP door.
+const (
+	PropProps      = "AMQP_PROPS"       // the content header's property flags and list, as sent
+	PropExchange   = "AMQP_EXCHANGE"    // the exchange it was published to
+	PropRoutingKey = "AMQP_ROUTING_KEY" // its routing key
+)
+
+// publishing is one basic.publish with its content.
+type publishing struct {
+	m        *frame.BasicPublish
+	size     uint64
+	haveHdr  bool
+	props    []byte
+	body     []byte
+	tag      uint64 // confirm mode: its delivery tag
+	queues   []*queueDef
+	barrier  chan struct{} // a tx commit waiting for everything before it
+	produced error         // set by the pipe for a barrier's sake
+}
+
+func (ch *channel) startPublish(m *frame.BasicPublish) error {
+	if m.Immediate {
+		return hardErr(codeNotImplemented, "immediate=true is not supported")
+	}
+	ch.pub = &publishing{m: m}
+	return nil
+}
+
+// content takes a header or body frame of the publish in progress.
+func (ch *channel) content(f frame.Frame) error {
+	if ch.closing {
+		return nil
+	}
+	p := ch.pub
+	if p == nil {
+		return hardErr(codeUnexpectedFrame, "content frame without a publish on channel %d", ch.id)
+	}
+	switch f.Type {
+	case frame.TypeHeader:
+		if p.haveHdr {
+			return hardErr(codeUnexpectedFrame, "second content header on channel %d", ch.id)
+		}
+		class, size, props, err := frame.ParseHeader(f.Payload)
+		if err != nil {
+			return frameErr(err)
+		}
+		if class != 60 {
+			return hardErr(codeFrameError, "content header of class %d", class)
+		}
+		if max := uint64(ch.c.s.maxBody()); size > max {
+			ch.pub = nil
+			e := softErr(codePreconditionFailed, "message size %d is larger than the configured max size %d", size, max)
+			e.classID, e.methodID = 60, 40
+			return ch.fail(e)
+		}
+		p.haveHdr, p.size, p.props = true, size, props
+		p.body = make([]byte, 0, size)
+	case frame.TypeBody:
+		if !p.haveHdr {
+			return hardErr(codeUnexpectedFrame, "content body before its header on channel %d", ch.id)
+		}
+		if uint64(len(p.body))+uint64(len(f.Payload)) > p.size {
+			return hardErr(codeFrameError, "content body longer than its header says")
+		}
+		p.body = append(p.body, f.Payload...)
+	default:
+		return hardErr(codeUnexpectedFrame, "frame type %d on channel %d", f.Type, ch.id)
+	}
+	if uint64(len(p.body)) < p.size {
+		return nil
+	}
+	ch.pub = nil
+	err := ch.publish(p)
+	if ae, ok := err.(*amqpError); ok {
+		if ae.classID == 0 {
+			ae.classID, ae.methodID = 60, 40
+		}
+		if ae.hard {
+			return ae
+		}
+		return ch.fail(ae)
+	}
+	return err
+}
+
+// maxBody is the largest body a publish may have: one stored message
+// keeps room for its properties.
+func (s *Server) maxBody() int { return s.b.MaxMessageBytes() - 70<<10 }
+
+// publish routes a complete publish and hands it to the pipe (or the
+// transaction).
+func (ch *channel) publish(p *publishing) error {
+	s, vhost := ch.c.s, ch.c.vhost
+	t := s.topo.get()
+	e, ok := t.exchange(vhost, p.m.Exchange)
+	if !ok {
+		return softErr(codeNotFound, "no exchange '%s' in vhost '%s'", p.m.Exchange, vhost)
+	}
+	if e.Internal {
+		return softErr(codeAccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", p.m.Exchange, vhost)
+	}
+	var headers frame.Table
+	if t.headersBound {
+		props, err := frame.DecodeProperties(p.props)
+		if err != nil {
+			return frameErr(err)
+		}
+		headers = props.Headers
+	}
+	p.queues = t.route(vhost, p.m.Exchange, p.m.RoutingKey, headers)
+	if ch.confirm {
+		ch.publishSeq++
+		p.tag = ch.publishSeq
+	}
+	if ch.tx {
+		ch.txPubs = append(ch.txPubs, p)
+		return nil
+	}
+	ch.pipeFor().push(p)
+	return nil
+}
+
+func (ch *channel) pipeFor() *pipe {
+	if ch.pipe == nil {
+		ch.pipe = newPipe(ch)
+	}
+	return ch.pipe
+}
+
+// message builds the core message of a routed publish: stored once, in
+// the first queue's topic, indexed in the others too.
+func (p *publishing) message() broker.Message {
+	m := broker.Message{Queue: 0}
+	m.Topic = p.queues[0].topic()
+	for _, q := range p.queues[1:] {
+		m.Also = append(m.Also, broker.Route{Topic: q.topic(), Queue: 0})
+	}
+	m.Body = p.body
+	m.Tags = p.m.RoutingKey
+	m.Properties = []batch.Property{
+		{Key: PropProps, Value: string(p.props)},
+		{Key: PropExchange, Value: p.m.Exchange},
+		{Key: PropRoutingKey, Value: p.m.RoutingKey},
+	}
+	return m
+}
+
+// pipe stores one channel's publishes in order, a batch per Produce
+// call, and sends their returns and confirms in the same order.
+type pipe struct {
+	ch *channel
+	// failed keeps a produce error until the next barrier (tx.commit)
+	// reads it: the transaction's publishes may span several batches.
+	failed error
+	in     chan *publishing
+	done   chan struct{}
+	once   sync.Once
+}
+
+const pipeBatch = 512
+
+func newPipe(ch *channel) *pipe {
+	p := &pipe{ch: ch, in: make(chan *publishing, ch.c.s.cfg.MaxUnconfirmedMessages), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+// push queues a publish; a full pipe blocks the connection's reader,
+// which is AMQP's back-pressure (TCP).
+func (p *pipe) push(x *publishing) {
+	select {
+	case p.in <- x:
+	case <-p.ch.c.ctx.Done():
+	}
+}
+
+// close waits until everything pushed is stored and confirmed.
+func (p *pipe) close() {
+	p.once.Do(func() { close(p.in) })
+	<-p.done
+}
+
+func (p *pipe) run() {
+	defer close(p.done)
+	batch := make([]*publishing, 0, pipeBatch)
+	for x := range p.in {
+		batch = append(batch[:0], x)
+	fill:
+		for len(batch) < pipeBatch && x.barrier == nil {
+			select {
+			case y, ok := <-p.in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, y)
+				if y.barrier != nil {
+					break fill
+				}
+			default:
+				break fill
+			}
+		}
+		p.produce(batch)
+	}
+}
+
+func (p *pipe) produce(batch []*publishing) {
+	c := p.ch.c
+	msgs := make([]broker.Message, 0, len(batch))
+	for _, x := range batch {
+		if x.barrier == nil && len(x.queues) > 0 {
+			msgs = append(msgs, x.message())
+		}
+	}
+	var err error
+	if len(msgs) > 0 {
+		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.CommitTimeout)
+		_, err = c.s.b.Produce(ctx, msgs)
+		cancel()
+		if err != nil {
+			p.failed = err
+			c.s.log.Warn("amqp publish not stored", "conn", c.id, "messages", len(msgs), "err", err)
+		}
+	}
+	var out []byte
+	var ackTo uint64
+	flushAcks := func() {
+		if ackTo > 0 {
+			out = frame.AppendMethodFrame(out, p.ch.id, &frame.BasicAck{DeliveryTag: ackTo, Multiple: true})
+			ackTo = 0
+		}
+	}
+	for _, x := range batch {
+		if x.barrier != nil {
+			continue
+		}
+		if len(x.queues) == 0 && x.m.Mandatory && err == nil {
+			flushAcks()
+			out = frame.AppendMethodFrame(out, p.ch.id, &frame.BasicReturn{ReplyCode: codeNoRoute, ReplyText: "NO_ROUTE",
+				Exchange: x.m.Exchange, RoutingKey: x.m.RoutingKey})
+			out = appendContent(out, p.ch.id, x.props, x.body, c.frameMax)
+		}
+		if x.tag == 0 {
+			continue
+		}
+		if err != nil {
+			flushAcks()
+			out = frame.AppendMethodFrame(out, p.ch.id, &frame.BasicNack{DeliveryTag: x.tag})
+			continue
+		}
+		ackTo = x.tag
+	}
+	flushAcks()
+	if len(out) > 0 {
+		_ = c.send(out)
+	}
+	for _, x := range batch {
+		if x.barrier != nil {
+			x.produced, p.failed = p.failed, nil
+			close(x.barrier)
+		}
+	}
+}
+
+// appendContent appends a content header and the body frames.
+func appendContent(out []byte, ch uint16, props, body []byte, frameMax uint32) []byte {
+	out = frame.AppendHeaderFrame(out, ch, 60, uint64(len(body)), props)
+	max := int(frameMax) - frame.Overhead
+	for len(body) > 0 {
+		n := min(len(body), max)
+		out = frame.AppendFrame(out, frame.TypeBody, ch, body[:n])
+		body = body[n:]
+	}
+	return out
+}
+
+// commitTx stores the transaction's publishes (in one pass of the pipe,
+// after everything published before) and settles its acks.
+func (ch *channel) commitTx() error {
+	pubs, acks := ch.txPubs, ch.txAcks
+	ch.txPubs, ch.txAcks = nil, nil
+	if len(pubs) > 0 {
+		pp := ch.pipeFor()
+		for _, x := range pubs {
+			pp.push(x)
+		}
+		b := &publishing{barrier: make(chan struct{})}
+		pp.push(b)
+		select {
+		case <-b.barrier:
+		case <-ch.c.ctx.Done():
+			return ch.c.ctx.Err()
+		}
+		if b.produced != nil {
+			return internalErr(b.produced)
+		}
+	}
+	for _, a := range acks {
+		if err := ch.apply(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
