@@ -8,8 +8,9 @@
 set -euo pipefail
 
 # Space-separated Debian package names. mosquitto-clients: gateway/mqtt's
-# TestMosquittoClients (mosquitto_pub/mosquitto_sub).
-APT_PACKAGES="mosquitto-clients"
+# TestMosquittoClients (mosquitto_pub/mosquitto_sub). python3-pika:
+# gateway/amqp's TestPika (run with /usr/bin/python3).
+APT_PACKAGES="mosquitto-clients python3-pika"
 
 missing=()
 for pkg in $APT_PACKAGES; do

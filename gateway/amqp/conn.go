@@ -81,6 +81,7 @@ func (c *conn) serve() {
 		var ae *amqpError
 		if errors.As(err, &ae) {
 			c.shutdown(ae)
+			c.drain(ae.desync)
 		}
 		c.s.log.Debug("amqp handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
 		return
@@ -92,10 +93,41 @@ func (c *conn) serve() {
 	var ae *amqpError
 	if errors.As(err, &ae) {
 		c.shutdown(ae)
+		c.drain(ae.desync)
 		return
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
 		c.s.log.Debug("amqp connection ended", "remote", c.nc.RemoteAddr().String(), "err", err)
+	}
+}
+
+// closeOkWait bounds the wait for the client's connection.close-ok.
+const closeOkWait = time.Second
+
+// drain waits, after our connection.close, for the client's close-ok (or
+// its close), so the socket ends without a reset. When the frame stream
+// lost its footing (desync) the bytes are only discarded.
+func (c *conn) drain(desync bool) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeOkWait))
+	if desync {
+		_, _ = io.Copy(io.Discard, c.r)
+		return
+	}
+	for {
+		f, err := frame.ReadFrame(c.r, c.frameMax)
+		if err != nil {
+			return
+		}
+		if f.Type != frame.TypeMethod || f.Channel != 0 {
+			continue
+		}
+		switch m, _ := frame.DecodeMethod(f.Payload); m.(type) {
+		case *frame.ConnectionCloseOk:
+			return
+		case *frame.ConnectionClose:
+			_ = c.sendMethod(0, &frame.ConnectionCloseOk{})
+			return
+		}
 	}
 }
 
@@ -191,7 +223,9 @@ func (c *conn) readMethod0() (frame.Method, error) {
 func frameErr(err error) error {
 	switch {
 	case errors.Is(err, frame.ErrFrameEnd), errors.Is(err, frame.ErrFrameTooLarge):
-		return hardErr(codeFrameError, "%v", err)
+		e := hardErr(codeFrameError, "%v", err)
+		e.desync = true
+		return e
 	case errors.Is(err, frame.ErrUnknownMethod):
 		return hardErr(codeNotImplemented, "%v", err)
 	case errors.Is(err, frame.ErrSyntax):
@@ -314,9 +348,9 @@ func (c *conn) connectionMethod(m frame.Method) error {
 	}
 }
 
-// shutdown sends connection.close with the error, waits briefly for the
-// client's close-ok (the read loop may still be running) and drops the
-// socket.
+// shutdown sends connection.close with the error (once); from then on
+// only close and close-ok count. The read goroutine drains until the
+// client's close-ok; Server.Close waits for that, then cuts what is left.
 func (c *conn) shutdown(e *amqpError) {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
@@ -324,16 +358,6 @@ func (c *conn) shutdown(e *amqpError) {
 			c.s.log.Debug("amqp connection error", "remote", c.nc.RemoteAddr().String(), "code", e.code, "text", e.text)
 		}
 		_ = c.sendMethod(0, &frame.ConnectionClose{ReplyCode: e.code, ReplyText: e.text, FailedClassID: e.classID, FailedMethodID: e.methodID})
-		go func() {
-			// The client answers close-ok; we do not need to wait for it.
-			t := time.NewTimer(time.Second)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-c.ctx.Done():
-			}
-			_ = c.nc.Close()
-		}()
 	})
 }
 

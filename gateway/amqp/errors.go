@@ -29,6 +29,9 @@ type amqpError struct {
 	text              string
 	classID, methodID uint16
 	hard              bool
+	// desync: the frame stream lost its footing (bad frame end, oversize
+	// frame); nothing after it can be parsed.
+	desync bool
 }
 
 func (e *amqpError) Error() string { return fmt.Sprintf("amqp %d: %s", e.code, e.text) }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/conflux-mq/conflux/core/broker"
 )
@@ -117,7 +118,21 @@ func (s *Server) Close() error {
 	for _, c := range conns {
 		c.shutdown(hardErr(codeConnectionForced, "broker shutting down"))
 	}
+	// Give clients a moment to answer close-ok, then cut the rest.
+	deadline := time.Now().Add(closeOkWait)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		left := len(s.conns)
+		s.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	s.cancel()
+	for _, c := range conns {
+		_ = c.nc.Close()
+	}
 	s.wg.Wait()
 	return nil
 }

@@ -1,0 +1,114 @@
+package amqp
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// debianPython is Debian's interpreter: python3-pika installs there, not
+// into whatever python3 is first on PATH.
+const debianPython = "/usr/bin/python3"
+
+// needPika skips without python3-pika, except under CI=true, where a
+// missing tool is a failure.
+func needPika(t *testing.T) {
+	t.Helper()
+	if err := exec.Command(debianPython, "-c", "import pika").Run(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("python3-pika is required under CI=true: %v", err)
+		}
+		t.Skip("python3-pika not installed (apt-get install python3-pika, or run scripts/install-test-deps.sh as root)")
+	}
+}
+
+// pikaScript publishes with confirms through a topic exchange, then
+// consumes with manual acks and prints what it saw as JSON.
+const pikaScript = `
+import json, sys, pika
+params = pika.URLParameters(sys.argv[1])
+conn = pika.BlockingConnection(params)
+ch = conn.channel()
+ch.exchange_declare(exchange="pika.x", exchange_type="topic")
+ch.queue_declare(queue="pika.q", durable=True)
+ch.queue_bind(queue="pika.q", exchange="pika.x", routing_key="sensor.#")
+ch.confirm_delivery()
+for i in range(50):
+    ch.basic_publish(exchange="pika.x", routing_key="sensor.%d.temp" % (i % 3), body=("p-%d" % i).encode(),
+        properties=pika.BasicProperties(content_type="text/plain", delivery_mode=2, headers={"n": i, "src": "pika"}),
+        mandatory=True)
+try:
+    ch.basic_publish(exchange="pika.x", routing_key="nobody", body=b"x", mandatory=True)
+    unroutable = "published"
+except pika.exceptions.UnroutableError:
+    unroutable = "returned"
+got = []
+def on_msg(c, m, props, body):
+    got.append({"body": body.decode(), "key": m.routing_key, "n": props.headers["n"], "ct": props.content_type})
+    c.basic_ack(m.delivery_tag)
+    if len(got) == 40:
+        c.stop_consuming()
+ch.basic_qos(prefetch_count=10)
+ch.basic_consume(queue="pika.q", on_message_callback=on_msg)
+ch.start_consuming()
+print(json.dumps({"got": got, "unroutable": unroutable}))
+conn.close()
+`
+
+// TestPika: Debian's python3-pika, a second real client library, does
+// confirms, mandatory returns, a topic exchange and acked consumption;
+// amqp091-go then takes the ten it left.
+func TestPika(t *testing.T) {
+	needPika(t)
+	n := startNode(t, nil)
+	cmd := exec.Command(debianPython, "-c", pikaScript, n.url+"%2F")
+	cmd.Stderr = os.Stderr
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() {
+		out, err = cmd.Output()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatal("pika script did not finish")
+	}
+	if err != nil {
+		t.Fatalf("pika: %v\n%s", err, out)
+	}
+	var res struct {
+		Got []struct {
+			Body, Key, Ct string
+			N             int
+		}
+		Unroutable string
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("pika output %q: %v", out, err)
+	}
+	if res.Unroutable != "returned" || len(res.Got) != 40 {
+		t.Fatalf("pika: unroutable %q, %d messages", res.Unroutable, len(res.Got))
+	}
+	for i, g := range res.Got {
+		if g.Body != fmt.Sprint("p-", i) || g.N != i || g.Ct != "text/plain" || g.Key != fmt.Sprintf("sensor.%d.temp", i%3) {
+			t.Fatalf("pika message %d: %+v", i, g)
+		}
+	}
+	ch := openCh(t, dial(t, n.url))
+	for i := 40; i < 50; i++ {
+		d, ok, err := ch.Get("pika.q", false)
+		if err != nil || !ok || string(d.Body) != fmt.Sprint("p-", i) || d.Headers["src"] != "pika" {
+			t.Fatalf("amqp091-go after pika, message %d: ok %v err %v body %q", i, ok, err, d.Body)
+		}
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
