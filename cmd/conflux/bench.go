@@ -118,6 +118,7 @@ end-to-end latency, errors, and (with a consumer) lost and duplicated messages.`
 	f.DurationVar(&cfg.grace, "grace", 5*time.Second, "after sending, how long to wait for the consumer to catch up (at most 10s)")
 	bench.AddCommand(rm)
 	bench.AddCommand(newBenchMQTTCmd(stdout))
+	bench.AddCommand(newBenchAMQPCmd(stdout))
 	return bench
 }
 
