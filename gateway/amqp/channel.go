@@ -28,11 +28,17 @@ type channel struct {
 	publishSeq uint64 // confirm mode: the tag of the last publish
 	pipe       *pipe
 
-	tx     bool
-	txPubs []*publishing
-	txAcks []settleOp
+	tx      bool
+	txPubs  []*publishing
+	txAcks  []settleOp
+	txBytes int
+
+	// dmu is held from taking delivery tags to writing them, so tags
+	// reach the client in order; taken before mu.
+	dmu sync.Mutex
 
 	mu           sync.Mutex
+	reserved     int // credit handed to consumers, not delivered yet
 	deliveryTag  uint64
 	unacked      map[uint64]*unacked // by delivery tag
 	consumers    map[string]*consumer
@@ -60,6 +66,9 @@ func (ch *channel) method(m frame.Method) error {
 	if ch.pub != nil {
 		return withMethod(hardErr(codeUnexpectedFrame, "%s while a publish waits for its content", m.Name()), m)
 	}
+	if err := ch.afterPublishes(m); err != nil {
+		return err
+	}
 	err := ch.run(m)
 	var ae *amqpError
 	if errors.As(err, &ae) {
@@ -74,10 +83,32 @@ func (ch *channel) method(m frame.Method) error {
 	return err
 }
 
-// fail closes the channel with a soft error.
+// afterPublishes keeps a channel's methods in order: AMQP runs them one
+// after another, so a basic.get (or a declare's message count, a purge)
+// must see what the channel published before it, although publishes are
+// stored in the background. Acks and further publishes need not wait.
+func (ch *channel) afterPublishes(m frame.Method) error {
+	if ch.pipe == nil {
+		return nil
+	}
+	switch m.(type) {
+	case *frame.BasicPublish, *frame.BasicAck, *frame.BasicNack, *frame.BasicReject:
+		return nil
+	}
+	ctx, cancel := ch.opCtx()
+	defer cancel()
+	if err := ch.pipe.wait(ctx); err != nil && ch.c.ctx.Err() == nil {
+		return withMethod(softErr(codeInternalError, "earlier publishes not stored in time: %v", err), m)
+	}
+	return nil
+}
+
+// fail closes the channel with a soft error. The pipe finishes first, so
+// the confirms of what it stored go out before channel.close and nothing
+// of this channel follows the client's close-ok.
 func (ch *channel) fail(e *amqpError) error {
 	ch.closing = true
-	ch.stop()
+	ch.close()
 	return ch.sendMethod(&frame.ChannelClose{ReplyCode: e.code, ReplyText: e.text, FailedClassID: e.classID, FailedMethodID: e.methodID})
 }
 
@@ -195,7 +226,7 @@ func (ch *channel) run(m frame.Method) error {
 		if !ch.tx {
 			return softErr(codePreconditionFailed, "channel is not transactional")
 		}
-		ch.txPubs, ch.txAcks = nil, nil
+		ch.txPubs, ch.txAcks, ch.txBytes = nil, nil, 0
 		return ch.sendMethod(&frame.TxRollbackOk{})
 	}
 	return hardErr(codeNotImplemented, "%s is not supported", m.Name())

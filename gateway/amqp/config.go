@@ -32,6 +32,9 @@ type Config struct {
 	// MaxUnconfirmedMessages bounds the publishes one channel has waiting
 	// for their commit; a full pipe stops reading the socket.
 	MaxUnconfirmedMessages int // 4096
+	// MaxUnconfirmedBytes bounds the bodies and properties one connection
+	// has waiting for their commit, over all its channels.
+	MaxUnconfirmedBytes int64 // 64 MiB
 }
 
 // WithDefaults fills the zero fields.
@@ -60,6 +63,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxUnconfirmedMessages == 0 {
 		c.MaxUnconfirmedMessages = 4096
 	}
+	if c.MaxUnconfirmedBytes == 0 {
+		c.MaxUnconfirmedBytes = 64 << 20
+	}
 	return c
 }
 
@@ -77,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUnconfirmedMessages < 0 {
 		errs = append(errs, errors.New("amqp: negative MaxUnconfirmedMessages"))
+	}
+	if c.MaxUnconfirmedBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("amqp: MaxUnconfirmedBytes %d is below 1 MiB (one message must fit)", c.MaxUnconfirmedBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
 )
 
@@ -48,12 +50,18 @@ type conn struct {
 
 	mu        sync.Mutex
 	exclusive map[string]bool // names of exclusive queues this connection owns
+
+	// unconfirmed bounds the bytes of publishes waiting in the
+	// connection's pipes (MaxUnconfirmedBytes): a full budget stops
+	// reading the socket.
+	unconfirmed *semaphore.Weighted
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(s.ctx)
 	return &conn{s: s, nc: nc, id: s.newID("conn-"), r: bufio.NewReaderSize(nc, 64<<10), ctx: ctx, cancel: cancel,
-		frameMax: frame.MinFrameMax, chans: map[uint16]*channel{}, exclusive: map[string]bool{}}
+		frameMax: frame.MinFrameMax, chans: map[uint16]*channel{}, exclusive: map[string]bool{},
+		unconfirmed: semaphore.NewWeighted(s.cfg.MaxUnconfirmedBytes)}
 }
 
 // send writes bytes (whole frames) to the client.
@@ -383,8 +391,9 @@ func (c *conn) cleanup() {
 	}
 	c.mu.Unlock()
 	for _, n := range names {
-		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.CommitTimeout)
-		if _, err := c.s.deleteQueue(ctx, c.vhost, n); err != nil && !errors.Is(err, context.Canceled) {
+		// Not the server's context: a shutdown must still delete them.
+		ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.CommitTimeout)
+		if _, err := c.s.deleteQueue(ctx, c.vhost, n); err != nil {
 			c.s.log.Warn("exclusive queue not deleted", "queue", n, "err", err)
 		}
 		cancel()

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/conflux-mq/conflux/core/broker"
@@ -51,7 +52,7 @@ type consumer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	// byServer: the queue was deleted; the client gets basic.cancel.
-	byServer bool
+	byServer atomic.Bool
 }
 
 func (ch *channel) consume(m *frame.BasicConsume) error {
@@ -114,7 +115,7 @@ func (k *consumer) run() {
 	s := k.ch.c.s
 	defer func() {
 		left := s.removeConsumer(k)
-		if k.byServer {
+		if k.byServer.Load() {
 			k.ch.mu.Lock()
 			if k.ch.consumers[k.tag] == k {
 				delete(k.ch.consumers, k.tag)
@@ -143,9 +144,12 @@ func (k *consumer) run() {
 			continue
 		}
 		ds, err := s.b.Deliver(k.ctx, sub, n)
+		if err != nil || len(ds) == 0 {
+			k.unreserve(n)
+		}
 		switch {
 		case errors.Is(err, broker.ErrNoSubscription):
-			k.byServer = true
+			k.byServer.Store(true)
 			return
 		case err != nil:
 			// No leader here (or a moment without one): look again soon.
@@ -158,12 +162,18 @@ func (k *consumer) run() {
 			k.waitForWork(sub)
 			continue
 		}
-		k.deliver(ds)
+		if ds = s.dropExpired(k.ctx, k.q, ds); len(ds) == 0 {
+			k.unreserve(n)
+			continue
+		}
+		k.deliver(ds, n)
 	}
 }
 
 // credit is how many messages the consumer may get now (prefetch limits),
-// or a channel that signals when that may have changed.
+// or a channel that signals when that may have changed. The credit is
+// reserved on the channel until deliver takes it, so two consumers of a
+// channel with a global prefetch cannot both spend it.
 func (k *consumer) credit() (int, <-chan struct{}) {
 	ch := k.ch
 	ch.mu.Lock()
@@ -173,12 +183,21 @@ func (k *consumer) credit() (int, <-chan struct{}) {
 		n = min(n, int(k.prefetch)-k.unacked)
 	}
 	if ch.prefetchChan > 0 && !k.noAck {
-		n = min(n, int(ch.prefetchChan)-len(ch.unacked))
+		n = min(n, int(ch.prefetchChan)-len(ch.unacked)-ch.reserved)
 	}
 	if n <= 0 {
 		return 0, ch.credit
 	}
+	ch.reserved += n
 	return n, nil
+}
+
+// unreserve gives back credit that Deliver did not use.
+func (k *consumer) unreserve(n int) {
+	k.ch.mu.Lock()
+	k.ch.reserved -= n
+	k.ch.wakeLocked()
+	k.ch.mu.Unlock()
 }
 
 func (k *consumer) pause(d time.Duration) {
@@ -212,13 +231,24 @@ func (k *consumer) waitForWork(topic string) {
 	<-done
 }
 
+// deliverFlushBytes bounds the bytes one write of deliveries holds.
+const deliverFlushBytes = 1 << 20
+
 // deliver writes deliveries to the client, tracking those to be acked.
-func (k *consumer) deliver(ds []broker.Delivery) {
+// reserved is the credit credit() set aside for them. Tags are taken and
+// written under the channel's delivery lock, so the client sees them in
+// increasing order (an ack with multiple=true covers only what it has).
+func (k *consumer) deliver(ds []broker.Delivery, reserved int) {
 	ch, c := k.ch, k.ch.c
 	var out []byte
 	var auto []uint64
+	ch.dmu.Lock()
+	defer ch.dmu.Unlock()
 	ch.mu.Lock()
+	ch.reserved -= reserved
+	ch.mu.Unlock()
 	for _, d := range ds {
+		ch.mu.Lock()
 		ch.deliveryTag++
 		tag := ch.deliveryTag
 		if k.noAck {
@@ -227,14 +257,20 @@ func (k *consumer) deliver(ds []broker.Delivery) {
 			ch.unacked[tag] = &unacked{q: k.q, offset: d.Offset, phys: d.PhysOffset, consumer: k}
 			k.unacked++
 		}
+		ch.mu.Unlock()
 		exch, key, props := contentOf(&d.Fetched)
 		out = frame.AppendMethodFrame(out, ch.id, &frame.BasicDeliver{ConsumerTag: k.tag, DeliveryTag: tag,
 			Redelivered: d.Redelivered, Exchange: exch, RoutingKey: key})
 		out = appendContent(out, ch.id, props, d.Body(), c.frameMax)
 		d.Release()
+		if len(out) >= deliverFlushBytes {
+			_ = c.send(out)
+			out = out[:0]
+		}
 	}
-	ch.mu.Unlock()
-	_ = c.send(out)
+	if len(out) > 0 {
+		_ = c.send(out)
+	}
 	if len(auto) > 0 {
 		c.s.ack(k.q.topic(), auto)
 	}
@@ -302,9 +338,18 @@ func (ch *channel) get(m *frame.BasicGet) error {
 	}
 	ctx, cancel := ch.opCtx()
 	defer cancel()
-	ds, err := s.b.Deliver(ctx, q.topic(), 1)
-	if err != nil {
-		return internalErr(err)
+	var ds []broker.Delivery
+	for range 1000 { // expired heads are removed on the way (bounded: a get answers soon)
+		var err error
+		if ds, err = s.b.Deliver(ctx, q.topic(), 1); err != nil {
+			return internalErr(err)
+		}
+		if len(ds) == 0 {
+			break
+		}
+		if ds = s.dropExpired(ctx, q, ds); len(ds) > 0 {
+			break
+		}
 	}
 	if len(ds) == 0 {
 		return ch.sendMethod(&frame.BasicGetEmpty{})
@@ -312,6 +357,8 @@ func (ch *channel) get(m *frame.BasicGet) error {
 	d := ds[0]
 	defer d.Release()
 	ready, _ := s.b.ReadyCount(q.topic())
+	ch.dmu.Lock()
+	defer ch.dmu.Unlock()
 	ch.mu.Lock()
 	ch.deliveryTag++
 	tag := ch.deliveryTag
@@ -366,26 +413,42 @@ func (ch *channel) apply(op settleOp) error {
 	if len(got) == 0 && (op.tag != 0 || !op.multiple) {
 		return softErr(codePreconditionFailed, "unknown delivery tag %d", op.tag)
 	}
-	return ch.c.s.settleDeliveries(ch.c.ctx, got, op.kind)
+	ctx, cancel := ch.opCtx()
+	defer cancel()
+	return ch.c.s.settleDeliveries(ctx, got, op.kind)
 }
 
-// settleDeliveries acks, requeues or dead-letters deliveries.
+// settleDeliveries acks, requeues or dead-letters deliveries. If a
+// dead-letter publish fails, that queue's deliveries and every one not
+// settled yet go back to their queues rather than stay leased.
 func (s *Server) settleDeliveries(ctx context.Context, us []*unacked, kind settleKind) error {
+	var order []*queueDef
 	by := map[*queueDef][]uint64{}
 	for _, u := range us {
+		if _, ok := by[u.q]; !ok {
+			order = append(order, u.q)
+		}
 		by[u.q] = append(by[u.q], u.offset)
 	}
-	for q, offs := range by {
+	for i, q := range order {
+		offs := by[q]
 		switch kind {
 		case settleAck:
 			s.ack(q.topic(), offs)
 		case settleRequeue:
 			s.release(q.topic(), offs)
 		case settleDrop:
-			if q.DLX != "" {
-				if err := s.deadLetter(ctx, q, us); err != nil {
-					// Not dead-lettered: back to the queue rather than lost.
-					s.release(q.topic(), offs)
+			if q.HasDLX {
+				var phys []uint64
+				for _, u := range us {
+					if u.q == q {
+						phys = append(phys, u.phys)
+					}
+				}
+				if err := s.deadLetter(ctx, q, phys, "rejected"); err != nil {
+					for _, rest := range order[i:] {
+						s.release(rest.topic(), by[rest])
+					}
 					return internalErr(err)
 				}
 			}

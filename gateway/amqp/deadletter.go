@@ -9,20 +9,18 @@ import (
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
 )
 
-// deadLetter republishes q's rejected deliveries through its dead-letter
-// exchange, with RabbitMQ's x-death history (reason "rejected"), and
-// returns once they are stored. The caller then settles the originals: a
-// crash in between leaves a duplicate, never a loss.
-func (s *Server) deadLetter(ctx context.Context, q *queueDef, us []*unacked) error {
+// deadLetter republishes messages of q (by physical offset) through its
+// dead-letter exchange, with RabbitMQ's x-death history for reason
+// ("rejected", "expired"), and returns once they are stored. The caller
+// then settles the originals: a crash in between leaves a duplicate,
+// never a loss.
+func (s *Server) deadLetter(ctx context.Context, q *queueDef, phys []uint64, reason string) error {
 	t := s.topo.get()
 	var msgs []broker.Message
-	for _, u := range us {
-		if u.q != q {
-			continue
-		}
-		m, err := s.b.ReadMessage(u.phys)
+	for _, ph := range phys {
+		m, err := s.b.ReadMessage(ph)
 		if err != nil {
-			return fmt.Errorf("read rejected message: %w", err)
+			return fmt.Errorf("read dead message: %w", err)
 		}
 		f := broker.Fetched{Message: m}
 		exch, key, raw := contentOf(&f)
@@ -32,7 +30,7 @@ func (s *Server) deadLetter(ctx context.Context, q *queueDef, us []*unacked) err
 		if err != nil {
 			return err
 		}
-		addDeath(&props, q, exch, key, "rejected")
+		addDeath(&props, q, exch, key, reason)
 		newRaw, err := frame.AppendProperties(nil, &props)
 		if err != nil {
 			return err

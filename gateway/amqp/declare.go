@@ -116,9 +116,11 @@ func (ch *channel) bind(dest string, destIsExch bool, source, key string, args f
 	return ch.replyUnless(noWait, ok)
 }
 
-// owns refuses a queue exclusive to another connection (405).
+// owns refuses a queue exclusive to another live connection (405). An
+// owner of this node that is gone (its cleanup failed, or the node
+// restarted) no longer holds the queue, so it can be deleted.
 func (c *conn) owns(q *queueDef) error {
-	if q.Owner != "" && q.Owner != c.id {
+	if q.Owner != "" && q.Owner != c.id && c.s.ownerLive(q.Owner) {
 		return softErr(codeResourceLocked, "cannot obtain exclusive access to locked queue '%s' in vhost '%s'", q.Name, q.VHost)
 	}
 	return nil
@@ -197,7 +199,7 @@ func (q *queueDef) readArgs(args frame.Table) error {
 		if !ok {
 			return softErr(codePreconditionFailed, "invalid arg 'x-dead-letter-exchange' for queue '%s': not a string", q.Name)
 		}
-		q.DLX = s
+		q.DLX, q.HasDLX = s, true
 	}
 	if v, ok := args["x-dead-letter-routing-key"]; ok {
 		s, ok := v.(string)
@@ -205,6 +207,13 @@ func (q *queueDef) readArgs(args frame.Table) error {
 			return softErr(codePreconditionFailed, "invalid arg 'x-dead-letter-routing-key' for queue '%s': not a string", q.Name)
 		}
 		q.DLRoutingKey, q.HasDLRK = s, true
+	}
+	if v, ok := args["x-message-ttl"]; ok {
+		n, isInt := asInt(v)
+		if !isInt || n < 0 || n > 1<<32-1 {
+			return softErr(codePreconditionFailed, "invalid arg 'x-message-ttl' for queue '%s': %v", q.Name, v)
+		}
+		q.TTLms, q.HasTTL = n, true
 	}
 	if v, ok := args["x-queue-type"]; ok {
 		switch v {
@@ -328,4 +337,21 @@ func clampU32(n uint64) uint32 {
 		return math.MaxUint32
 	}
 	return uint32(n)
+}
+
+// ownerLive reports whether an exclusive queue's owner may still be
+// connected: a connection of another node is assumed live; one of this
+// node must be among its connections.
+func (s *Server) ownerLive(owner string) bool {
+	if !strings.HasPrefix(owner, fmt.Sprintf("conn-%d.", s.cfg.NodeID)) {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.id == owner {
+			return true
+		}
+	}
+	return false
 }

@@ -39,7 +39,6 @@
 // Deliveries come from the Raft leader (the core's subscriptions are
 // served there): a consumer on a follower waits until its node leads or
 // should reconnect to the leader. There is no authentication (any user and
-// password are accepted), no per-message or per-queue TTL, max-length,
-// priorities or x-delayed-message, and an exclusive queue of a node that
-// crashed stays until deleted.
+// password are accepted), no x-expires, max-length, priorities or
+// x-delayed-message; docs/amqp.md lists what is there and what is not.
 package amqp

@@ -217,3 +217,78 @@ func TestQueueLifecycle(t *testing.T) {
 		t.Fatal("auto-delete queue still there after its last consumer left")
 	}
 }
+
+// TestGetSeesEarlierPublish: a channel's methods run in order, so a
+// basic.get right after a publish on the same channel finds it (the
+// publish is stored in the background; amqp091-go's TestIntegrationGetOk
+// caught this).
+func TestGetSeesEarlierPublish(t *testing.T) {
+	n := startNode(t, nil)
+	ch := openCh(t, dial(t, n.url))
+	if _, err := ch.QueueDeclare("ordered", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		body := fmt.Sprint("m", i)
+		if err := ch.PublishWithContext(ctx(t), "", "ordered", false, false, amqp091.Publishing{Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+		d, ok, err := ch.Get("ordered", true)
+		if err != nil || !ok || string(d.Body) != body {
+			t.Fatalf("get right after publish %d: ok %v err %v body %q", i, ok, err, d.Body)
+		}
+	}
+}
+
+// TestMessageTTL: a message past its time to live (the queue's
+// x-message-ttl or its own expiration, the smaller) is not delivered; it
+// goes through the dead-letter exchange with reason "expired". A bad
+// expiration is refused with 406.
+func TestMessageTTL(t *testing.T) {
+	n := startNode(t, nil)
+	ch := openCh(t, dial(t, n.url))
+	if _, err := ch.QueueDeclare("expired", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("short", false, false, false, false, amqp091.Table{
+		"x-message-ttl": int32(60000), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "expired"}); err != nil {
+		t.Fatal(err)
+	}
+	// The message's own 50 ms beats the queue's minute.
+	if err := ch.PublishWithContext(ctx(t), "", "short", false, false, amqp091.Publishing{Body: []byte("brief"), Expiration: "50"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(ctx(t), "", "short", false, false, amqp091.Publishing{Body: []byte("lasting")}); err != nil {
+		t.Fatal(err)
+	}
+	// Until it expires a get returns it (handed back each time); then
+	// the head is the lasting one.
+	waitFor(t, 10*time.Second, "the 50 ms message to expire", func() bool {
+		d, ok, err := ch.Get("short", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && string(d.Body) == "lasting" {
+			return true
+		}
+		if ok {
+			_ = d.Nack(false, true)
+		}
+		return false
+	})
+	d, ok, err := ch.Get("expired", true)
+	if err != nil || !ok || string(d.Body) != "brief" {
+		t.Fatalf("dead-lettered: ok %v err %v body %q", ok, err, d.Body)
+	}
+	death := d.Headers["x-death"].([]any)[0].(amqp091.Table)
+	if death["reason"] != "expired" || death["queue"] != "short" || death["original-expiration"] != "50" {
+		t.Fatalf("x-death %v", death)
+	}
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	if err := ch.PublishWithContext(ctx(t), "", "short", false, false, amqp091.Publishing{Body: []byte("x"), Expiration: "soon"}); err != nil {
+		t.Fatal(err)
+	}
+	if e := closeErr(t, closed); e.Code != 406 {
+		t.Fatalf("bad expiration: %v", e)
+	}
+}

@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/core/log/batch"
@@ -25,8 +26,9 @@ type publishing struct {
 	body     []byte
 	tag      uint64 // confirm mode: its delivery tag
 	queues   []*queueDef
-	barrier  chan struct{} // a tx commit waiting for everything before it
-	produced error         // set by the pipe for a barrier's sake
+	barrier  chan struct{} // a method waiting for everything before it
+	takeErr  bool          // tx.commit: the barrier takes the produce error since the last one
+	produced error         // set by the pipe for a takeErr barrier
 }
 
 func (ch *channel) startPublish(m *frame.BasicPublish) error {
@@ -65,7 +67,9 @@ func (ch *channel) content(f frame.Frame) error {
 			return ch.fail(e)
 		}
 		p.haveHdr, p.size, p.props = true, size, props
-		p.body = make([]byte, 0, size)
+		// Grown as body frames come: a header alone must not make the
+		// server allocate what it announces.
+		p.body = make([]byte, 0, min(size, 64<<10))
 	case frame.TypeBody:
 		if !p.haveHdr {
 			return hardErr(codeUnexpectedFrame, "content body before its header on channel %d", ch.id)
@@ -94,9 +98,9 @@ func (ch *channel) content(f frame.Frame) error {
 	return err
 }
 
-// maxBody is the largest body a publish may have: one stored message
-// keeps room for its properties.
-func (s *Server) maxBody() int { return s.b.MaxMessageBytes() - 70<<10 }
+// maxBody bounds a publish's body at its header; publish checks the
+// whole stored size once the properties are known too.
+func (s *Server) maxBody() int { return max(s.b.MaxMessageBytes()-1024, 0) }
 
 // publish routes a complete publish and hands it to the pipe (or the
 // transaction).
@@ -119,17 +123,40 @@ func (ch *channel) publish(p *publishing) error {
 		headers = props.Headers
 	}
 	p.queues = t.route(vhost, p.m.Exchange, p.m.RoutingKey, headers)
+	// Refuse here what Produce would refuse, so one bad publish cannot
+	// fail the batch it would share with others.
+	if size := len(p.body) + len(p.props) + len(p.m.Exchange) + len(p.m.RoutingKey) + 512; size > s.b.MaxMessageBytes() ||
+		len(p.props) > batch.MaxStringBytes {
+		return softErr(codePreconditionFailed, "message of %d bytes (properties %d) is larger than the configured max size %d",
+			size, len(p.props), s.b.MaxMessageBytes())
+	}
+	if !validExpiration(p.props) {
+		return softErr(codePreconditionFailed, "invalid expiration: not a number of milliseconds")
+	}
+	if len(p.queues) > batch.MaxDestinations {
+		return softErr(codePreconditionFailed, "message routed to %d queues, more than %d", len(p.queues), batch.MaxDestinations)
+	}
 	if ch.confirm {
 		ch.publishSeq++
 		p.tag = ch.publishSeq
 	}
 	if ch.tx {
+		if len(ch.txPubs) >= maxTxMessages || ch.txBytes+len(p.body) > maxTxBytes {
+			return softErr(codePreconditionFailed, "transaction larger than %d messages or %d bytes", maxTxMessages, maxTxBytes)
+		}
 		ch.txPubs = append(ch.txPubs, p)
+		ch.txBytes += len(p.body)
 		return nil
 	}
 	ch.pipeFor().push(p)
 	return nil
 }
+
+// Transaction limits: a transaction is held in memory until tx.commit.
+const (
+	maxTxMessages = 16384
+	maxTxBytes    = 64 << 20
+)
 
 func (ch *channel) pipeFor() *pipe {
 	if ch.pipe == nil {
@@ -160,12 +187,15 @@ func (p *publishing) message() broker.Message {
 // call, and sends their returns and confirms in the same order.
 type pipe struct {
 	ch *channel
-	// failed keeps a produce error until the next barrier (tx.commit)
+	// failed keeps a produce error until the next tx.commit barrier
 	// reads it: the transaction's publishes may span several batches.
 	failed error
-	in     chan *publishing
-	done   chan struct{}
-	once   sync.Once
+	// pushed and finished count publishes in and answered: equal when
+	// nothing is in the pipe.
+	pushed, finished atomic.Uint64
+	in               chan *publishing
+	done             chan struct{}
+	once             sync.Once
 }
 
 const pipeBatch = 512
@@ -179,9 +209,33 @@ func newPipe(ch *channel) *pipe {
 // push queues a publish; a full pipe blocks the connection's reader,
 // which is AMQP's back-pressure (TCP).
 func (p *pipe) push(x *publishing) {
+	c := p.ch.c
+	if n := x.weight(); n > 0 && c.unconfirmed.Acquire(c.ctx, n) != nil {
+		return // the connection is going away
+	}
+	p.pushed.Add(1)
 	select {
 	case p.in <- x:
-	case <-p.ch.c.ctx.Done():
+	case <-c.ctx.Done():
+	}
+}
+
+// weight is what a publish counts against its connection's
+// MaxUnconfirmedBytes while it waits in a pipe.
+func (x *publishing) weight() int64 { return int64(len(x.body) + len(x.props)) }
+
+// wait returns once everything pushed before is stored and answered.
+func (p *pipe) wait(ctx context.Context) error {
+	if p.pushed.Load() == p.finished.Load() {
+		return nil
+	}
+	b := &publishing{barrier: make(chan struct{})}
+	p.push(b)
+	select {
+	case <-b.barrier:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -267,10 +321,18 @@ func (p *pipe) produce(batch []*publishing) {
 	}
 	for _, x := range batch {
 		if x.barrier != nil {
-			x.produced, p.failed = p.failed, nil
+			if x.takeErr {
+				x.produced, p.failed = p.failed, nil
+			}
 			close(x.barrier)
 		}
 	}
+	var w int64
+	for _, x := range batch {
+		w += x.weight()
+	}
+	c.unconfirmed.Release(w)
+	p.finished.Add(uint64(len(batch)))
 }
 
 // appendContent appends a content header and the body frames.
@@ -289,13 +351,13 @@ func appendContent(out []byte, ch uint16, props, body []byte, frameMax uint32) [
 // after everything published before) and settles its acks.
 func (ch *channel) commitTx() error {
 	pubs, acks := ch.txPubs, ch.txAcks
-	ch.txPubs, ch.txAcks = nil, nil
+	ch.txPubs, ch.txAcks, ch.txBytes = nil, nil, 0
 	if len(pubs) > 0 {
 		pp := ch.pipeFor()
 		for _, x := range pubs {
 			pp.push(x)
 		}
-		b := &publishing{barrier: make(chan struct{})}
+		b := &publishing{barrier: make(chan struct{}), takeErr: true}
 		pp.push(b)
 		select {
 		case <-b.barrier:

@@ -195,7 +195,7 @@ func (s *Server) cancelConsumers(topic string) {
 	}
 	s.mu.Unlock()
 	for _, k := range ks {
-		k.byServer = true
+		k.byServer.Store(true)
 		k.cancel()
 	}
 }

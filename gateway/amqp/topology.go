@@ -51,8 +51,12 @@ type queueDef struct {
 	// DLX and DLRoutingKey come from x-dead-letter-exchange and
 	// x-dead-letter-routing-key.
 	DLX          string `json:"dlx,omitempty"`
+	HasDLX       bool   `json:"hasDlx,omitempty"` // "" (the default exchange) is a valid DLX
 	DLRoutingKey string `json:"dlrk,omitempty"`
 	HasDLRK      bool   `json:"hasDlrk,omitempty"`
+	// TTLms is x-message-ttl, when HasTTL.
+	TTLms  int64 `json:"ttlMs,omitempty"`
+	HasTTL bool  `json:"hasTtl,omitempty"`
 }
 
 // topic is the core topic (and subscription) that holds the queue.
@@ -320,7 +324,10 @@ func matches(kind string, b *bindingDef, key string, headers frame.Table) bool {
 }
 
 // topicMatch matches routing-key words against binding words: "*" is
-// exactly one word, "#" zero or more. An empty key has zero words.
+// exactly one word, "#" zero or more. An empty key has zero words. It is
+// a table over (pattern position, word position), O(P·W): a backtracking
+// matcher is exponential in the number of "#", and bindings come from
+// clients.
 func topicMatch(pattern, words []string) bool {
 	if len(words) == 1 && words[0] == "" {
 		words = nil
@@ -328,38 +335,23 @@ func topicMatch(pattern, words []string) bool {
 	if len(pattern) == 1 && pattern[0] == "" {
 		pattern = nil
 	}
-	var m func(p, w int) bool
-	m = func(p, w int) bool {
-		for p < len(pattern) {
-			switch pattern[p] {
-			case "#":
-				for p+1 < len(pattern) && pattern[p+1] == "#" {
-					p++
-				}
-				if p+1 == len(pattern) {
-					return true
-				}
-				for k := w; k <= len(words); k++ {
-					if m(p+1, k) {
-						return true
-					}
-				}
-				return false
-			case "*":
-				if w >= len(words) {
-					return false
-				}
-			default:
-				if w >= len(words) || words[w] != pattern[p] {
-					return false
-				}
+	// ok[w]: pattern[:p] matches words[:w], for the current p.
+	ok := make([]bool, len(words)+1)
+	ok[0] = true
+	for _, pw := range pattern {
+		next := make([]bool, len(words)+1)
+		for w := 0; w <= len(words); w++ {
+			switch {
+			case pw == "#":
+				next[w] = ok[w] || w > 0 && next[w-1]
+			case w == 0:
+			case pw == "*" || pw == words[w-1]:
+				next[w] = ok[w-1]
 			}
-			p++
-			w++
 		}
-		return w == len(words)
+		ok = next
 	}
-	return m(0, 0)
+	return ok[len(words)]
 }
 
 // headersMatch: x-match all (default) or any over the binding's non-x-
