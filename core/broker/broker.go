@@ -41,6 +41,11 @@ type Broker struct {
 	prod *producer
 	m    *metrics
 
+	// routers add destinations at produce (AddRouter): copy on write.
+	routers   atomic.Pointer[map[uint64]Router]
+	routersMu sync.Mutex
+	routerSeq uint64
+
 	// Leader-side offset counters, owned by the raft loop (prepare).
 	counterTerm uint64
 	counters    map[cq.QueueID]uint64
@@ -64,6 +69,7 @@ func Open(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, sm: sm, counters: map[cq.QueueID]uint64{}}
+	b.routers.Store(&map[uint64]Router{})
 	ref := &raft.NodeHandler{}
 	var tr raft.Transport = noTransport{}
 	if cfg.RaftAddr != "" {

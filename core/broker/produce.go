@@ -119,6 +119,11 @@ func (b *Broker) route(ctx context.Context, m *Message) (*produceReq, error) {
 		}
 		msg.Destinations = append(msg.Destinations, batch.Destination{Topic: r.Topic, QueueID: r.Queue, TagHash: tagHash})
 	}
+	if m.DeliverAt.IsZero() || !m.DeliverAt.After(time.Now()) {
+		// Routers see the message as it is stored now; a delayed one
+		// when its copy is made (it goes through route again then).
+		b.routeMore(&msg, m, tagHash)
+	}
 	sys, scheduled, err := b.scheduleRoute(ctx, m, &msg, t.Name, q)
 	if err != nil {
 		return nil, err
@@ -379,4 +384,61 @@ func validTopic(name string) bool {
 	return strings.IndexFunc(name, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("%-_|", r))
 	}) < 0
+}
+
+// A Router adds queues to messages as any front door produces them: the
+// AMQP door routes MQTT and RocketMQ messages through its amq.topic
+// bindings this way, so they are stored once and indexed in each AMQP
+// queue too. It runs on the node that takes the message, before the
+// message is proposed, and must be quick. Routes to topics that do not
+// exist, or repeat a destination, are ignored.
+type Router func(m *Message) []Route
+
+// AddRouter registers r and returns the function that removes it.
+func (b *Broker) AddRouter(r Router) (remove func()) {
+	b.routersMu.Lock()
+	defer b.routersMu.Unlock()
+	id := b.routerSeq
+	b.routerSeq++
+	next := map[uint64]Router{id: r}
+	for k, v := range *b.routers.Load() {
+		next[k] = v
+	}
+	b.routers.Store(&next)
+	return func() {
+		b.routersMu.Lock()
+		defer b.routersMu.Unlock()
+		next := map[uint64]Router{}
+		for k, v := range *b.routers.Load() {
+			if k != id {
+				next[k] = v
+			}
+		}
+		b.routers.Store(&next)
+	}
+}
+
+// routeMore asks the routers for more destinations of msg.
+func (b *Broker) routeMore(msg *batch.Message, m *Message, tagHash int64) {
+	rs := *b.routers.Load()
+	if len(rs) == 0 {
+		return
+	}
+	view := *m
+	view.Message = *msg
+	for _, r := range rs {
+		for _, rt := range r(&view) {
+			t, ok := b.Topic(rt.Topic)
+			if !ok || rt.Queue >= t.Queues || t.Perm&PermWrite == 0 {
+				continue
+			}
+			dup := false
+			for _, d := range msg.Destinations {
+				dup = dup || d.Topic == rt.Topic && d.QueueID == rt.Queue
+			}
+			if !dup {
+				msg.Destinations = append(msg.Destinations, batch.Destination{Topic: rt.Topic, QueueID: rt.Queue, TagHash: tagHash})
+			}
+		}
+	}
 }

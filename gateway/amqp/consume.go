@@ -309,7 +309,9 @@ func contentOf(m *broker.Fetched) (exchange, key string, props []byte) {
 		}
 		p = dec
 	} else {
-		key = string(m.Tags())
+		exchange = foreignExchange
+		mqttTopic, _ := user[propMQTTTopic].(string)
+		key = foreignKey(string(m.Topic()), string(m.Tags()), mqttTopic)
 		p.Headers = user
 		if user != nil {
 			p.Flags |= frame.FlagHeaders

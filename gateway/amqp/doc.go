@@ -28,6 +28,11 @@
 //     each channel has one pipe that produces its publishes in order and
 //     acknowledges them with basic.ack multiple=true, a basic.return
 //     before the ack of an unroutable mandatory message.
+//   - Other doors' messages reach AMQP queues through amq.topic of vhost
+//     "/" (foreign.go): the door is a core Router, asked for more
+//     destinations as any message is stored, so an MQTT publish to
+//     site1/dev42/temp is indexed in the queues bound with keys matching
+//     "site1.dev42.temp" (a RocketMQ message: "<topic>.<tag>").
 //   - basic.ack settles offsets in the subscription; reject, nack and
 //     recover with requeue release them for redelivery (redelivered=true);
 //     without requeue the message is dead-lettered through the queue's

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/conflux-mq/conflux/core/broker"
+	"github.com/conflux-mq/conflux/core/log/batch"
 )
 
 func publishN(t *testing.T, ch *amqp091.Channel, exchange, key string, n int, prefix string) {
@@ -290,5 +293,43 @@ func TestMessageTTL(t *testing.T) {
 	}
 	if e := closeErr(t, closed); e.Code != 406 {
 		t.Fatalf("bad expiration: %v", e)
+	}
+}
+
+// TestOtherDoorsViaAmqTopic: a message stored by another door (here
+// straight through the core, as the RocketMQ door does: topic "orders",
+// tag "paid") reaches a queue bound to amq.topic with "orders.#", once,
+// as routing key "orders.paid"; a transactional half message does not,
+// until it is committed.
+func TestOtherDoorsViaAmqTopic(t *testing.T) {
+	n := startNode(t, nil)
+	ch := openCh(t, dial(t, n.url))
+	if _, err := ch.QueueDeclare("rmq-view", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind("rmq-view", "orders.#", "amq.topic", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := broker.Message{Queue: -1}
+	m.Topic, m.Tags, m.Body = "orders", "paid", []byte("order 7")
+	m.Properties = []batch.Property{{Key: "KEYS", Value: "7"}}
+	half := broker.Message{Queue: -1, Half: true}
+	half.Topic, half.Tags, half.Body = "orders", "pending", []byte("not yet")
+	res, err := n.b.Produce(ctx(t), []broker.Message{m, half})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, n, "rmq-view", 1)
+	d, ok, err := ch.Get("rmq-view", true)
+	if err != nil || !ok || string(d.Body) != "order 7" || d.RoutingKey != "orders.paid" || d.Exchange != "amq.topic" {
+		t.Fatalf("get: ok %v err %v body %q key %q", ok, err, d.Body, d.RoutingKey)
+	}
+	if err := n.b.EndTransaction(ctx(t), res[1].PhysOffset, true); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, n, "rmq-view", 1)
+	d, ok, err = ch.Get("rmq-view", true)
+	if err != nil || !ok || string(d.Body) != "not yet" || d.RoutingKey != "orders.pending" {
+		t.Fatalf("committed half message: ok %v err %v body %q key %q", ok, err, d.Body, d.RoutingKey)
 	}
 }

@@ -35,6 +35,8 @@ type Server struct {
 	consumers   map[string]map[*consumer]bool
 	exclusiveOn map[string]bool
 	acks        chan ackReq
+	// removeRouter stops routing other doors' messages to AMQP queues.
+	removeRouter func()
 	// released is closed (and replaced) when this node hands deliveries
 	// back, so idle consumers look again at once.
 	released chan struct{}
@@ -52,6 +54,7 @@ func New(cfg Config) (*Server, error) {
 		exclusiveOn: map[string]bool{}, released: make(chan struct{}), acks: make(chan ackReq, 1024)}
 	s.wg.Add(1)
 	go s.ackLoop()
+	s.removeRouter = cfg.Broker.AddRouter(s.routeForeign)
 	return s, nil
 }
 
@@ -107,6 +110,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.removeRouter()
 	for _, ln := range s.lns {
 		_ = ln.Close()
 	}
