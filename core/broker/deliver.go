@@ -165,6 +165,13 @@ func (b *Broker) Deliver(ctx context.Context, name string, max int) ([]Delivery,
 	end := b.queueEnd(sub.Topic, sub.Queue)
 	lease := time.Duration(sub.AckWaitMs) * time.Millisecond
 	b.dl.mu.Lock()
+	// Pick from a state read under the lock: an Ack settles, then drops
+	// its lease under this lock, so an older snapshot could show an acked
+	// offset as neither settled nor leased and hand it out again.
+	if sub, ok = b.SubscriptionState(name); !ok {
+		b.dl.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNoSubscription, name)
+	}
 	picks = l.pick(&sub, now, max, end)
 	// Lease the picks at once, under the same lock, so a concurrent
 	// Deliver cannot pick them too.
