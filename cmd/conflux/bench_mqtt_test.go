@@ -3,13 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/conflux-mq/conflux/core/broker"
-	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/gateway/mqtt"
 )
 
@@ -19,20 +16,8 @@ func TestBenchMQTT(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drives paho clients against an in-process broker")
 	}
-	b, err := broker.Open(broker.Config{DataDir: t.TempDir(), Log: clog.Config{SegmentSizeBytes: 4 << 20}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	for deadline := time.Now().Add(10 * time.Second); !b.Ready(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("broker not ready in 10 s")
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := inProcessBroker(t)
+	ln := localListener(t)
 	s, err := mqtt.New(mqtt.Config{Broker: b})
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/conflux-mq/conflux/core/broker"
-	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/gateway/amqp"
 	"github.com/conflux-mq/conflux/gateway/mqtt"
 )
@@ -24,24 +22,8 @@ func TestMQTTToAMQP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs paho and amqp091-go against an in-process broker")
 	}
-	b, err := broker.Open(broker.Config{DataDir: t.TempDir(), Log: clog.Config{SegmentSizeBytes: 4 << 20}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	for deadline := time.Now().Add(10 * time.Second); !b.Ready(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("broker not ready in 10 s")
-		}
-	}
-	mqttLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	amqpLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := inProcessBroker(t)
+	mqttLn, amqpLn := localListener(t), localListener(t)
 	ms, err := mqtt.New(mqtt.Config{Broker: b})
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,6 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/rlog"
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/conflux-mq/conflux/core/broker"
-	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/gateway/mqtt"
 	"github.com/conflux-mq/conflux/gateway/remoting"
 )
@@ -27,25 +25,8 @@ func TestMQTTToRocketMQ(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs rocketmq-client-go and paho against an in-process broker")
 	}
-	b, err := broker.Open(broker.Config{DataDir: t.TempDir(), Log: clog.Config{SegmentSizeBytes: 4 << 20}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	for deadline := time.Now().Add(10 * time.Second); !b.Ready(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("broker not ready in 10 s")
-		}
-	}
-	var lns []net.Listener
-	for range 3 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-	}
-	nsLn, brLn, ln := lns[0], lns[1], lns[2]
+	b := inProcessBroker(t)
+	nsLn, brLn, ln := localListener(t), localListener(t), localListener(t)
 	nsAddr := nsLn.Addr().String()
 	rcfg := remoting.Config{Broker: b, BrokerAddr: brLn.Addr().String(), AutoCreateTopics: true}
 	ns, br := remoting.NewNameServer(rcfg), remoting.NewBroker(rcfg)
