@@ -30,6 +30,12 @@ func (ch *channel) exchangeDeclare(m *frame.ExchangeDeclare) error {
 	}
 	switch m.Type {
 	case kindDirect, kindFanout, kindTopic, kindHeaders:
+	case kindDelayed:
+		switch m.Arguments["x-delayed-type"] {
+		case kindDirect, kindFanout, kindTopic, kindHeaders:
+		default:
+			return softErr(codePreconditionFailed, "invalid arg 'x-delayed-type' for exchange '%s': %v", m.Exchange, m.Arguments["x-delayed-type"])
+		}
 	default:
 		return hardErr(codeCommandInvalid, "unknown exchange type '%s'", m.Type)
 	}

@@ -33,6 +33,8 @@
 //     destinations as any message is stored, so an MQTT publish to
 //     site1/dev42/temp is indexed in the queues bound with keys matching
 //     "site1.dev42.temp" (a RocketMQ message: "<topic>.<tag>").
+//   - A publish with x-delay to an x-delayed-message exchange waits in the
+//     core's timers (delayed.go) and is routed when due.
 //   - basic.ack settles offsets in the subscription; reject, nack and
 //     recover with requeue release them for redelivery (redelivered=true);
 //     without requeue the message is dead-lettered through the queue's
@@ -44,6 +46,6 @@
 // Deliveries come from the Raft leader (the core's subscriptions are
 // served there): a consumer on a follower waits until its node leads or
 // should reconnect to the leader. There is no authentication (any user and
-// password are accepted), no x-expires, max-length, priorities or
-// x-delayed-message; docs/amqp.md lists what is there and what is not.
+// password are accepted), no x-expires, max-length or priorities;
+// docs/amqp.md lists what is there and what is not.
 package amqp

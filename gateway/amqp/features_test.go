@@ -333,3 +333,59 @@ func TestOtherDoorsViaAmqTopic(t *testing.T) {
 		t.Fatalf("committed half message: ok %v err %v body %q key %q", ok, err, d.Body, d.RoutingKey)
 	}
 }
+
+// TestDelayedExchange: RabbitMQ's x-delayed-message exchange on the
+// core's timers. A publish with x-delay is confirmed but invisible until
+// due, then routed by x-delayed-type against the bindings of that moment
+// (a queue bound after the publish gets it too); without x-delay it is
+// routed at once.
+func TestDelayedExchange(t *testing.T) {
+	n := startNode(t, nil)
+	ch := openCh(t, dial(t, n.url))
+	if err := ch.ExchangeDeclare("later", "x-delayed-message", true, false, false, false,
+		amqp091.Table{"x-delayed-type": "direct"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"early-bound", "late-bound"} {
+		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ch.QueueBind("early-bound", "k", "later", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(body string, h amqp091.Table) {
+		t.Helper()
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx(t), "later", "k", false, false, amqp091.Publishing{Body: []byte(body), Headers: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx(t)); !ok || err != nil {
+			t.Fatalf("%s not confirmed: %v", body, err)
+		}
+	}
+	publish("delayed", amqp091.Table{"x-delay": int32(5000)}) // long enough that the checks below come first
+	publish("now", nil)
+	// Confirmed, but only the undelayed one is routed yet.
+	waitReady(t, n, "early-bound", 1)
+	d, ok, err := ch.Get("early-bound", true)
+	if err != nil || !ok || string(d.Body) != "now" {
+		t.Fatalf("before the delay: ok %v err %v body %q", ok, err, d.Body)
+	}
+	if err := ch.QueueBind("late-bound", "k", "later", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := n.b.ReadyCount(queueTopic("/", "late-bound")); r != 0 {
+		t.Fatalf("%d messages in late-bound before the delay ran out", r)
+	}
+	for _, q := range []string{"early-bound", "late-bound"} {
+		waitReady(t, n, q, 1)
+		d, ok, err := ch.Get(q, true)
+		if err != nil || !ok || string(d.Body) != "delayed" || d.Headers["x-delay"] != int32(5000) {
+			t.Fatalf("%s after the delay: ok %v err %v body %q headers %v", q, ok, err, d.Body, d.Headers)
+		}
+	}
+}

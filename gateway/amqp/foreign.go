@@ -23,6 +23,9 @@ const (
 
 // routeForeign is the broker Router of this door.
 func (s *Server) routeForeign(m *broker.Message) []broker.Route {
+	if m.Topic == delayedTopic {
+		return s.routeDelayed(m) // our own delayed message, now due
+	}
 	// Our own messages are routed already; system topics (%RETRY%,
 	// %DLQ%, timers) are not messages of a door; a transaction's half
 	// message is routed when its commit copies it.

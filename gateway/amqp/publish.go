@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/core/log/batch"
@@ -15,6 +16,7 @@ const (
 	PropProps      = "AMQP_PROPS"       // the content header's property flags and list, as sent
 	PropExchange   = "AMQP_EXCHANGE"    // the exchange it was published to
 	PropRoutingKey = "AMQP_ROUTING_KEY" // its routing key
+	PropVHost      = "AMQP_VHOST"       // a delayed message's vhost (routed when due)
 )
 
 // publishing is one basic.publish with its content.
@@ -26,6 +28,9 @@ type publishing struct {
 	body     []byte
 	tag      uint64 // confirm mode: its delivery tag
 	queues   []*queueDef
+	delay    time.Duration // x-delay on a delayed-message exchange
+	due      time.Time
+	vhost    string
 	barrier  chan struct{} // a method waiting for everything before it
 	takeErr  bool          // tx.commit: the barrier takes the produce error since the last one
 	produced error         // set by the pipe for a takeErr barrier
@@ -115,14 +120,19 @@ func (ch *channel) publish(p *publishing) error {
 		return softErr(codeAccessRefused, "cannot publish to internal exchange '%s' in vhost '%s'", p.m.Exchange, vhost)
 	}
 	var headers frame.Table
-	if t.headersBound {
+	if t.headersBound || e.Type == kindDelayed {
 		props, err := frame.DecodeProperties(p.props)
 		if err != nil {
 			return frameErr(err)
 		}
 		headers = props.Headers
 	}
-	p.queues = t.route(vhost, p.m.Exchange, p.m.RoutingKey, headers)
+	if err := ch.delay(p, e, headers); err != nil {
+		return err
+	}
+	if p.delay == 0 {
+		p.queues = t.route(vhost, p.m.Exchange, p.m.RoutingKey, headers)
+	}
 	// Refuse here what Produce would refuse, so one bad publish cannot
 	// fail the batch it would share with others.
 	if size := len(p.body) + len(p.props) + len(p.m.Exchange) + len(p.m.RoutingKey) + 512; size > s.b.MaxMessageBytes() ||
@@ -169,9 +179,14 @@ func (ch *channel) pipeFor() *pipe {
 // the first queue's topic, indexed in the others too.
 func (p *publishing) message() broker.Message {
 	m := broker.Message{Queue: 0}
-	m.Topic = p.queues[0].topic()
-	for _, q := range p.queues[1:] {
-		m.Also = append(m.Also, broker.Route{Topic: q.topic(), Queue: 0})
+	if p.delay > 0 {
+		// Routed when due (routeForeign), against the bindings of then.
+		m.Topic, m.DeliverAt = delayedTopic, p.due
+	} else {
+		m.Topic = p.queues[0].topic()
+		for _, q := range p.queues[1:] {
+			m.Also = append(m.Also, broker.Route{Topic: q.topic(), Queue: 0})
+		}
 	}
 	m.Body = p.body
 	m.Tags = p.m.RoutingKey
@@ -179,6 +194,9 @@ func (p *publishing) message() broker.Message {
 		{Key: PropProps, Value: string(p.props)},
 		{Key: PropExchange, Value: p.m.Exchange},
 		{Key: PropRoutingKey, Value: p.m.RoutingKey},
+	}
+	if p.delay > 0 {
+		m.Properties = append(m.Properties, batch.Property{Key: PropVHost, Value: p.vhost})
 	}
 	return m
 }
@@ -273,7 +291,7 @@ func (p *pipe) produce(batch []*publishing) {
 	c := p.ch.c
 	msgs := make([]broker.Message, 0, len(batch))
 	for _, x := range batch {
-		if x.barrier == nil && len(x.queues) > 0 {
+		if x.barrier == nil && (len(x.queues) > 0 || x.delay > 0) {
 			msgs = append(msgs, x.message())
 		}
 	}
@@ -299,7 +317,7 @@ func (p *pipe) produce(batch []*publishing) {
 		if x.barrier != nil {
 			continue
 		}
-		if len(x.queues) == 0 && x.m.Mandatory && err == nil {
+		if len(x.queues) == 0 && x.delay == 0 && x.m.Mandatory && err == nil {
 			flushAcks()
 			out = frame.AppendMethodFrame(out, p.ch.id, &frame.BasicReturn{ReplyCode: codeNoRoute, ReplyText: "NO_ROUTE",
 				Exchange: x.m.Exchange, RoutingKey: x.m.RoutingKey})

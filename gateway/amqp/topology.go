@@ -25,6 +25,10 @@ const (
 	kindFanout  = "fanout"
 	kindTopic   = "topic"
 	kindHeaders = "headers"
+	// kindDelayed is RabbitMQ's delayed-message plugin exchange: messages
+	// with an x-delay header wait in the core's timers, then route by the
+	// exchange's x-delayed-type against the bindings of that moment.
+	kindDelayed = "x-delayed-message"
 )
 
 // exchangeDef is an exchange record.
@@ -217,7 +221,7 @@ func loadTopology(recs map[string][]byte, gen string) *topology {
 	}
 	for _, bs := range t.bindings { // a stable order: routing results do not depend on map order
 		sort.Slice(bs, func(i, j int) bool { return bs[i].key() < bs[j].key() })
-		if e, ok := t.exchange(bs[0].VHost, bs[0].Source); ok && e.Type == kindHeaders {
+		if e, ok := t.exchange(bs[0].VHost, bs[0].Source); ok && e.routeKind() == kindHeaders {
 			t.headersBound = true
 		}
 	}
@@ -235,6 +239,17 @@ func tableFromJSON(s string) frame.Table {
 		return nil
 	}
 	return frame.Table(m)
+}
+
+// routeKind is how the exchange matches bindings: its type, or for a
+// delayed-message exchange its x-delayed-type.
+func (e *exchangeDef) routeKind() string {
+	if e.Type == kindDelayed {
+		if k, ok := e.Args["x-delayed-type"].(string); ok {
+			return k
+		}
+	}
+	return e.Type
 }
 
 // exchange returns an exchange, predeclared ones included.
@@ -278,7 +293,7 @@ func (t *topology) route(vhost, exchange, key string, headers frame.Table) []*qu
 			return
 		}
 		for _, b := range t.bindings[vkey(vhost, name)] {
-			if !matches(e.Type, b, key, headers) {
+			if !matches(e.routeKind(), b, key, headers) {
 				continue
 			}
 			if b.DestIsExch {
