@@ -5,7 +5,9 @@ package compose
 // private network, a rocketmq-client-go producer sends through their name
 // servers, the leader's container is killed (SIGKILL) and later started
 // again, and every acknowledged message must be consumed at the queue and
-// offset its send reported.
+// offset its send reported. An amqp091-go publisher also sends confirmed
+// messages through a follower before the kill; a consumer on the leader
+// of the end must find them all, in order.
 
 import (
 	"bufio"
@@ -26,6 +28,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
 	"github.com/apache/rocketmq-client-go/v2/rlog"
+	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
 type quietLog struct{}
@@ -227,6 +230,43 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 	for i := range 100 {
 		send(i, 30*time.Second)
 	}
+	// AMQP too: confirmed publishes through a follower before the kill,
+	// consumed from whichever node leads at the end.
+	amqpURL := func(i int) string { return "amqp://guest:guest@" + hosts[i] + ":5672/" }
+	const amqpQueue, amqpCount = "compose-q", 50
+	func() {
+		conn, err := amqp091.DialConfig(amqpURL((leader+1)%3), amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ch.QueueDeclare(amqpQueue, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			t.Fatal(err)
+		}
+		for i := range amqpCount {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", amqpQueue, false, false,
+				amqp091.Publishing{DeliveryMode: amqp091.Persistent, Body: []byte(fmt.Sprint("amqp-", i))})
+			if err == nil {
+				var ok bool
+				if ok, err = dc.WaitContext(ctx); err == nil && !ok {
+					err = fmt.Errorf("nacked")
+				}
+			}
+			cancel()
+			if err != nil {
+				t.Fatalf("AMQP publish %d: %v", i, err)
+			}
+		}
+	}()
+
 	service := fmt.Sprintf("node%d", leader+1)
 	compose("kill", "-s", "SIGKILL", service)
 	killedAt := time.Now()
@@ -293,6 +333,42 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 		}
 		return missing == 0, fmt.Sprintf("%d of %d not consumed yet", missing, len(want))
 	})
+	// The AMQP messages, from the leader of now (it serves deliveries).
+	var now int
+	poll(t, "a leader after the restart", 60*time.Second, func() (bool, string) {
+		l, why := leaderOf([]int{0, 1, 2})
+		now = l
+		return l >= 0, why
+	})
+	conn, err := amqp091.DialConfig(amqpURL(now), amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	poll(t, "every confirmed AMQP message", 30*time.Second, func() (bool, string) {
+		for {
+			d, ok, err := ch.Get(amqpQueue, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			got = append(got, string(d.Body))
+		}
+		return len(got) >= amqpCount, fmt.Sprintf("%d of %d", len(got), amqpCount)
+	})
+	for i, b := range got {
+		if b != fmt.Sprint("amqp-", i) {
+			t.Fatalf("AMQP message %d is %q", i, b)
+		}
+	}
+
 	mu.Lock()
 	defer mu.Unlock()
 	for body, a := range want {
