@@ -14,13 +14,14 @@ func startAMQP(log *slog.Logger, cfg config.Config, b *broker.Broker, ln net.Lis
 	if ln == nil {
 		return nil, nil
 	}
-	s, err := amqp.New(amqp.Config{Broker: b, NodeID: cfg.NodeID, Logger: log.With("component", "amqp")})
+	s, err := amqp.New(amqp.Config{Broker: b, NodeID: cfg.NodeID, Logger: log.With("component", "amqp"),
+		AdvertiseAddr: advertisedAddr(ln.Addr(), cfg.AMQPAddr, cfg.AdvertiseHost)})
 	if err != nil {
 		return nil, err
 	}
 	if err := s.Serve(ln); err != nil {
 		return nil, err
 	}
-	log.Info("AMQP front door listening", "addr", ln.Addr().String())
+	log.Info("AMQP front door listening", "addr", ln.Addr().String(), "advertised", advertisedAddr(ln.Addr(), cfg.AMQPAddr, cfg.AdvertiseHost))
 	return s, nil
 }

@@ -14,6 +14,10 @@ type Config struct {
 	Broker *broker.Broker
 	Logger *slog.Logger
 	NodeID uint64
+	// AdvertiseAddr is this door's address as the other nodes reach it
+	// (host:port). With it, followers hand new connections to the
+	// leader's door (cluster.go); empty: every node serves its own.
+	AdvertiseAddr string
 
 	// FrameMaxBytes is offered in connection.tune (RabbitMQ: 131072).
 	FrameMaxBytes uint32

@@ -48,6 +48,10 @@ type conn struct {
 	closing   atomic.Bool
 	closeOnce sync.Once
 
+	// consuming counts the connection's consumers: a node that stops
+	// leading closes the connections that consume.
+	consuming atomic.Int32
+
 	mu        sync.Mutex
 	exclusive map[string]bool // names of exclusive queues this connection owns
 

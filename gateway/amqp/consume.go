@@ -88,6 +88,7 @@ func (ch *channel) consume(m *frame.BasicConsume) error {
 	// consume-ok goes out before the first delivery (a write error ends
 	// the connection, whose cleanup stops the consumer).
 	err := ch.replyUnless(m.NoWait, &frame.BasicConsumeOk{ConsumerTag: tag})
+	ch.c.consuming.Add(1)
 	go k.run()
 	return err
 }
@@ -131,6 +132,7 @@ func (k *consumer) run() {
 			}
 			cancel()
 		}
+		k.ch.c.consuming.Add(-1)
 		close(k.done)
 	}()
 	sub := k.q.topic()

@@ -44,8 +44,10 @@
 // # Limits and what is not there yet
 //
 // Deliveries come from the Raft leader (the core's subscriptions are
-// served there): a consumer on a follower waits until its node leads or
-// should reconnect to the leader. There is no authentication (any user and
-// password are accepted), no x-expires, max-length or priorities;
-// docs/amqp.md lists what is there and what is not.
+// served there); followers hand new connections to the leader's door and
+// send consuming clients there (cluster.go). A client served by a follower
+// that cannot reach the leader can publish but its consumers wait. There
+// is no authentication (any user and password are accepted), no
+// x-expires, max-length or priorities; docs/amqp.md lists what is there
+// and what is not.
 package amqp

@@ -23,11 +23,13 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	lns    []net.Listener
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu    sync.Mutex
+	lns   []net.Listener
+	conns map[*conn]struct{}
+	// proxied: connections handed to the leader's door (client → upstream).
+	proxied map[net.Conn]net.Conn
+	closed  bool
+	wg      sync.WaitGroup
 
 	seq atomic.Uint64
 	// consumers are this node's consumers per queue topic (consumer
@@ -50,11 +52,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, topo: &topo{b: cfg.Broker},
-		ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, consumers: map[string]map[*consumer]bool{},
+		ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, proxied: map[net.Conn]net.Conn{}, consumers: map[string]map[*consumer]bool{},
 		exclusiveOn: map[string]bool{}, released: make(chan struct{}), acks: make(chan ackReq, 1024)}
 	s.wg.Add(1)
 	go s.ackLoop()
 	s.removeRouter = cfg.Broker.AddRouter(s.routeForeign)
+	s.wg.Add(2)
+	go s.announce()
+	go s.watchLeadership()
 	return s, nil
 }
 
@@ -80,6 +85,9 @@ func (s *Server) accept(ln net.Listener) {
 				s.log.Error("amqp accept failed", "err", err)
 			}
 			return
+		}
+		if addr, ok := s.leaderDoor(); ok && s.proxy(nc, addr) {
+			continue
 		}
 		c := newConn(s, nc)
 		s.mu.Lock()
@@ -117,6 +125,10 @@ func (s *Server) Close() error {
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
+	}
+	for down, up := range s.proxied {
+		_ = down.Close()
+		_ = up.Close()
 	}
 	s.mu.Unlock()
 	for _, c := range conns {

@@ -1,0 +1,143 @@
+package amqp
+
+import (
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// In a cluster, deliveries come from the Raft leader (the subscription
+// leases are its state). So that clients may connect to any node, a
+// follower hands each new connection to the leader's AMQP door, byte for
+// byte, as a TCP proxy would; and a node that stops leading closes its
+// connections that consume, with 320 CONNECTION_FORCED, so their clients
+// reconnect and land on the new leader. Each node announces its door's
+// address (Config.AdvertiseAddr) in the replicated records, under
+// namespace "amqp", key "node/<id>". A follower that does not know the
+// leader's address, or cannot reach it, serves the connection itself
+// (publishing works anywhere; its consumers wait for a leader here).
+
+// nodeKey is a node's door address record.
+func nodeKey(id uint64) string { return "node/" + strconv.FormatUint(id, 10) }
+
+// announce records this node's door address until it is stored.
+func (s *Server) announce() {
+	defer s.wg.Done()
+	if s.cfg.AdvertiseAddr == "" || s.cfg.NodeID == 0 {
+		return
+	}
+	for {
+		if v, ok := s.b.Record(recordNS, nodeKey(s.cfg.NodeID)); ok && string(v) == s.cfg.AdvertiseAddr {
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CommitTimeout)
+		err := s.b.PutRecord(ctx, recordNS, nodeKey(s.cfg.NodeID), []byte(s.cfg.AdvertiseAddr))
+		cancel()
+		if err == nil || s.ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(time.Second) // no leader yet: try again
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// leaderDoor returns the leader's door address when this node is a
+// follower that knows it.
+func (s *Server) leaderDoor() (string, bool) {
+	st := s.b.Status()
+	if st.Leader == 0 || st.Leader == st.ID || s.cfg.AdvertiseAddr == "" {
+		return "", false
+	}
+	v, ok := s.b.Record(recordNS, nodeKey(st.Leader))
+	if !ok || string(v) == s.cfg.AdvertiseAddr {
+		return "", false
+	}
+	return string(v), true
+}
+
+// proxyDialTimeout bounds the dial to the leader's door.
+const proxyDialTimeout = 3 * time.Second
+
+// proxy hands nc to the leader's door at addr; false if that door cannot
+// be reached (the caller serves nc itself).
+func (s *Server) proxy(nc net.Conn, addr string) bool {
+	up, err := net.DialTimeout("tcp", addr, proxyDialTimeout)
+	if err != nil {
+		s.log.Warn("leader's AMQP door unreachable: serving the connection here", "leader_addr", addr, "err", err)
+		return false
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = up.Close()
+		_ = nc.Close()
+		return true
+	}
+	s.proxied[nc] = up
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var wg sync.WaitGroup
+		pipe := func(dst, src net.Conn) {
+			defer wg.Done()
+			_, _ = io.Copy(dst, src)
+			// One side ended: end both, so neither waits on a peer that left.
+			_ = dst.Close()
+			_ = src.Close()
+		}
+		wg.Add(2)
+		go pipe(up, nc)
+		go pipe(nc, up)
+		wg.Wait()
+		s.mu.Lock()
+		delete(s.proxied, nc)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// watchLeadership closes this node's consuming connections when it stops
+// leading, or while it follows a leader whose door it knows: their
+// consumers get nothing here, and on reconnecting they are handed to the
+// leader.
+func (s *Server) watchLeadership() {
+	defer s.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	was := false
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := s.b.Status()
+		leads := st.Leader != 0 && st.Leader == st.ID
+		_, elsewhere := s.leaderDoor()
+		// A node that just lost the lead, or a follower whose consumers
+		// could be served by a leader it can name: send them there.
+		if was && !leads || elsewhere {
+			s.mu.Lock()
+			var cs []*conn
+			for c := range s.conns {
+				if c.consuming.Load() > 0 {
+					cs = append(cs, c)
+				}
+			}
+			s.mu.Unlock()
+			for _, c := range cs {
+				c.shutdown(hardErr(codeConnectionForced, "deliveries are served by the leader: reconnect"))
+			}
+		}
+		was = leads
+	}
+}
