@@ -192,3 +192,17 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("after the bad input: ok %v err %v body %q", ok, err, d.Body)
 	}
 }
+
+// TestHandedOnConnection: a connection another door hands on starts with
+// proxyMarker; the door takes the client's protocol header after it and
+// serves the connection as any other.
+func TestHandedOnConnection(t *testing.T) {
+	n := startNode(t, nil)
+	c := dialRaw(t, n)
+	c.write(proxyMarker[:])
+	c.open() // protocol header, handshake, channel 1
+	c.method(1, &frame.QueueDeclare{Queue: "handed-on"})
+	if ok := c.expect(&frame.QueueDeclareOk{}).(*frame.QueueDeclareOk); ok.Queue != "handed-on" {
+		t.Fatalf("declare-ok %+v", ok)
+	}
+}

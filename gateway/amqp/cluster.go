@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -66,44 +67,76 @@ func (s *Server) leaderDoor() (string, bool) {
 // proxyDialTimeout bounds the dial to the leader's door.
 const proxyDialTimeout = 3 * time.Second
 
-// proxy hands nc to the leader's door at addr; false if that door cannot
-// be reached (the caller serves nc itself).
-func (s *Server) proxy(nc net.Conn, addr string) bool {
+// proxyMarker starts a connection one door hands on to another: the
+// receiving door serves it itself, so a connection makes one hop at most
+// even while two nodes disagree about who leads. It is not an AMQP
+// protocol header, and a client that sends it only gets served where it
+// connected.
+var proxyMarker = [8]byte{'C', 'F', 'L', 'X', 0, 'P', 'R', 'X'}
+
+// handOn hands nc to the leader's door when this node is a follower that
+// knows it, and returns nil; else it returns the connection to serve here
+// (with what was read of it put back).
+func (s *Server) handOn(nc net.Conn) net.Conn {
+	addr, ok := s.leaderDoor()
+	if !ok {
+		return nc
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	var first [8]byte
+	if _, err := io.ReadFull(nc, first[:]); err != nil {
+		_ = nc.Close()
+		return nil
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	if first == proxyMarker {
+		return nc // handed on to us already: ours
+	}
 	up, err := net.DialTimeout("tcp", addr, proxyDialTimeout)
+	if err == nil {
+		_, err = up.Write(append(proxyMarker[:], first[:]...))
+	}
 	if err != nil {
 		s.log.Warn("leader's AMQP door unreachable: serving the connection here", "leader_addr", addr, "err", err)
-		return false
+		if up != nil {
+			_ = up.Close()
+		}
+		return &prefixed{Conn: nc, r: io.MultiReader(bytes.NewReader(first[:]), nc)}
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		_ = up.Close()
 		_ = nc.Close()
-		return true
+		return nil
 	}
 	s.proxied[nc] = up
 	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		var wg sync.WaitGroup
-		pipe := func(dst, src net.Conn) {
-			defer wg.Done()
-			_, _ = io.Copy(dst, src)
-			// One side ended: end both, so neither waits on a peer that left.
-			_ = dst.Close()
-			_ = src.Close()
-		}
-		wg.Add(2)
-		go pipe(up, nc)
-		go pipe(nc, up)
-		wg.Wait()
-		s.mu.Lock()
-		delete(s.proxied, nc)
-		s.mu.Unlock()
-	}()
-	return true
+	var wg sync.WaitGroup
+	pipe := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		// One side ended: end both, so neither waits on a peer that left.
+		_ = dst.Close()
+		_ = src.Close()
+	}
+	wg.Add(2)
+	go pipe(up, nc)
+	go pipe(nc, up)
+	wg.Wait()
+	s.mu.Lock()
+	delete(s.proxied, nc)
+	s.mu.Unlock()
+	return nil
 }
+
+// prefixed is a connection with bytes already read put back in front.
+type prefixed struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *prefixed) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // watchLeadership closes this node's consuming connections when it stops
 // leading, or while it follows a leader whose door it knows: their

@@ -150,6 +150,11 @@ func (c *conn) handshake() error {
 	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 		return err
 	}
+	if hdr == proxyMarker { // handed on by another door: the client's header follows
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			return err
+		}
+	}
 	if hdr != frame.ProtocolHeader {
 		// The spec's answer to another protocol or version: our header, then close.
 		_, _ = c.nc.Write(frame.ProtocolHeader[:])

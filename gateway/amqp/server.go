@@ -86,27 +86,38 @@ func (s *Server) accept(ln net.Listener) {
 			}
 			return
 		}
-		if addr, ok := s.leaderDoor(); ok && s.proxy(nc, addr) {
-			continue
-		}
-		c := newConn(s, nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			_ = nc.Close()
 			return
 		}
-		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			c.serve()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
+			if nc = s.handOn(nc); nc != nil {
+				s.serveConn(nc)
+			}
 		}()
 	}
+}
+
+// serveConn runs one connection here.
+func (s *Server) serveConn(nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	c.serve()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
 
 // Close stops accepting, closes every connection with 320
