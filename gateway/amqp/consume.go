@@ -57,14 +57,11 @@ type consumer struct {
 
 func (ch *channel) consume(m *frame.BasicConsume) error {
 	s := ch.c.s
-	name := ch.queueName(m.Queue)
-	q, ok := s.topo.get().queue(ch.c.vhost, name)
-	if !ok {
-		return softErr(codeNotFound, "no queue '%s' in vhost '%s'", name, ch.c.vhost)
-	}
-	if err := ch.c.owns(q); err != nil {
+	q, err := ch.usableQueue(m.Queue)
+	if err != nil {
 		return err
 	}
+	name := q.Name
 	tag := m.ConsumerTag
 	if tag == "" {
 		tag = "amq.ctag-" + randHex(11)
@@ -87,7 +84,7 @@ func (ch *channel) consume(m *frame.BasicConsume) error {
 	ch.mu.Unlock()
 	// consume-ok goes out before the first delivery (a write error ends
 	// the connection, whose cleanup stops the consumer).
-	err := ch.replyUnless(m.NoWait, &frame.BasicConsumeOk{ConsumerTag: tag})
+	err = ch.replyUnless(m.NoWait, &frame.BasicConsumeOk{ConsumerTag: tag})
 	ch.c.consuming.Add(1)
 	go k.run()
 	return err
@@ -332,19 +329,14 @@ func contentOf(m *broker.Fetched) (exchange, key string, props []byte) {
 
 func (ch *channel) get(m *frame.BasicGet) error {
 	s := ch.c.s
-	name := ch.queueName(m.Queue)
-	q, ok := s.topo.get().queue(ch.c.vhost, name)
-	if !ok {
-		return softErr(codeNotFound, "no queue '%s' in vhost '%s'", name, ch.c.vhost)
-	}
-	if err := ch.c.owns(q); err != nil {
+	q, err := ch.usableQueue(m.Queue)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := ch.opCtx()
 	defer cancel()
 	var ds []broker.Delivery
 	for range 1000 { // expired heads are removed on the way (bounded: a get answers soon)
-		var err error
 		if ds, err = s.b.Deliver(ctx, q.topic(), 1); err != nil {
 			return internalErr(err)
 		}

@@ -122,6 +122,21 @@ func (ch *channel) bind(dest string, destIsExch bool, source, key string, args f
 	return ch.replyUnless(noWait, ok)
 }
 
+// usableQueue resolves a queue name of a method ("" is the channel's last
+// declared queue): 404 if it does not exist, 405 if another connection
+// holds it exclusively.
+func (ch *channel) usableQueue(name string) (*queueDef, error) {
+	name = ch.queueName(name)
+	q, ok := ch.c.s.topo.get().queue(ch.c.vhost, name)
+	if !ok {
+		return nil, softErr(codeNotFound, "no queue '%s' in vhost '%s'", name, ch.c.vhost)
+	}
+	if err := ch.c.owns(q); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
 // owns refuses a queue exclusive to another live connection (405). An
 // owner of this node that is gone (its cleanup failed, or the node
 // restarted) no longer holds the queue, so it can be deleted.
@@ -140,11 +155,8 @@ func (ch *channel) queueDeclare(m *frame.QueueDeclare) error {
 	}
 	t := s.topo.get()
 	if m.Passive {
-		q, ok := t.queue(vhost, ch.queueName(name))
-		if !ok {
-			return softErr(codeNotFound, "no queue '%s' in vhost '%s'", ch.queueName(name), vhost)
-		}
-		if err := ch.c.owns(q); err != nil {
+		q, err := ch.usableQueue(name)
+		if err != nil {
 			return err
 		}
 		ch.lastQueue = q.Name
@@ -243,14 +255,11 @@ func (ch *channel) declareOk(q *queueDef, noWait bool) error {
 }
 
 func (ch *channel) queuePurge(m *frame.QueuePurge) error {
-	s, vhost := ch.c.s, ch.c.vhost
-	q, ok := s.topo.get().queue(vhost, ch.queueName(m.Queue))
-	if !ok {
-		return softErr(codeNotFound, "no queue '%s' in vhost '%s'", ch.queueName(m.Queue), vhost)
-	}
-	if err := ch.c.owns(q); err != nil {
+	q, err := ch.usableQueue(m.Queue)
+	if err != nil {
 		return err
 	}
+	s := ch.c.s
 	ctx, cancel := ch.opCtx()
 	defer cancel()
 	n, err := s.b.Purge(ctx, q.topic())

@@ -62,9 +62,5 @@ func (s *Server) routeDelayed(m *broker.Message) []broker.Route {
 	if err != nil {
 		return nil
 	}
-	var out []broker.Route
-	for _, q := range s.topo.get().route(vhost, exchange, key, props.Headers) {
-		out = append(out, broker.Route{Topic: q.topic(), Queue: 0})
-	}
-	return out
+	return coreRoutes(s.topo.get().route(vhost, exchange, key, props.Headers))
 }

@@ -43,9 +43,13 @@ func (s *Server) routeForeign(m *broker.Message) []broker.Route {
 			mqttTopic = p.Value
 		}
 	}
-	key := foreignKey(m.Topic, m.Tags, mqttTopic)
-	var out []broker.Route
-	for _, q := range t.route(foreignVHost, foreignExchange, key, nil) {
+	return coreRoutes(t.route(foreignVHost, foreignExchange, foreignKey(m.Topic, m.Tags, mqttTopic), nil))
+}
+
+// coreRoutes names the core topics of AMQP queues.
+func coreRoutes(qs []*queueDef) []broker.Route {
+	out := make([]broker.Route, 0, len(qs))
+	for _, q := range qs {
 		out = append(out, broker.Route{Topic: q.topic(), Queue: 0})
 	}
 	return out

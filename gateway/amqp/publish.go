@@ -183,10 +183,7 @@ func (p *publishing) message() broker.Message {
 		// Routed when due (routeForeign), against the bindings of then.
 		m.Topic, m.DeliverAt = delayedTopic, p.due
 	} else {
-		m.Topic = p.queues[0].topic()
-		for _, q := range p.queues[1:] {
-			m.Also = append(m.Also, broker.Route{Topic: q.topic(), Queue: 0})
-		}
+		m.Topic, m.Also = p.queues[0].topic(), coreRoutes(p.queues[1:])
 	}
 	m.Body = p.body
 	m.Tags = p.m.RoutingKey
