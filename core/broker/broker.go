@@ -53,6 +53,10 @@ type Broker struct {
 	dl    deliveries
 	sched scheduler // sched_run.go
 
+	disk     *diskAlarm // disk.go
+	stopDisk chan struct{}
+	diskDone chan struct{}
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
@@ -68,7 +72,8 @@ func Open(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg, sm: sm, counters: map[cq.QueueID]uint64{}}
+	b := &Broker{cfg: cfg, sm: sm, counters: map[cq.QueueID]uint64{},
+		disk: newDiskAlarm(), stopDisk: make(chan struct{}), diskDone: make(chan struct{})}
 	b.routers.Store(&map[uint64]Router{})
 	ref := &raft.NodeHandler{}
 	var tr raft.Transport = noTransport{}
@@ -99,6 +104,13 @@ func Open(cfg Config) (*Broker, error) {
 	b.m = newMetrics(cfg.Registerer, b)
 	go b.node.Run()
 	b.prod = newProducer(b)
+	// Know the disk before the first producer does.
+	b.sampleDisk()
+	b.updateBlocked()
+	go func() {
+		defer close(b.diskDone)
+		b.monitorDisk()
+	}()
 	b.startScheduler()
 	if len(cfg.Peers) > 1 {
 		go b.watchNodes()
@@ -118,6 +130,8 @@ func (b *Broker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
+		close(b.stopDisk)
+		<-b.diskDone
 		b.stopScheduler()
 		b.prod.close()
 		err = errors.Join(b.node.Stop(), b.sm.close())

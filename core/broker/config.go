@@ -52,6 +52,8 @@ type Config struct {
 	// before the cluster view (DownNodes) calls it down; routes then send
 	// its clients to live nodes.
 	NodeDownAfter time.Duration // 3s
+	// Disk is the free-space alarm (disk.go).
+	Disk DiskConfig
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
@@ -97,6 +99,7 @@ func (c Config) WithDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Schedule = c.Schedule.withDefaults()
+	c.Disk = c.Disk.withDefaults(c.Log.WithDefaults().SegmentSizeBytes)
 	return c
 }
 
@@ -115,6 +118,9 @@ func (c Config) Validate() error {
 		return errors.New("broker: batch limits too small")
 	case c.NodeDownAfter < 0:
 		return errors.New("broker: NodeDownAfter is negative")
+	}
+	if err := c.Disk.validate(); err != nil {
+		return err
 	}
 	return c.Schedule.validate()
 }

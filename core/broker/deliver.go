@@ -373,7 +373,7 @@ func (b *Broker) deadLetter(ctx context.Context, s *Subscription, f Fetched, fai
 		batch.Property{Key: PropOriginMsgID, Value: hex.EncodeToString(orig[:])},
 		batch.Property{Key: PropDeliveries, Value: strconv.FormatUint(uint64(failures), 10)})
 	m.Topic = s.DeadLetter
-	if _, err := b.Produce(ctx, []Message{{Message: m, Queue: 0}}); err != nil {
+	if _, err := b.produce(ctx, []Message{{Message: m, Queue: 0}}); err != nil {
 		return fmt.Errorf("broker: dead-letter to %s: %w", s.DeadLetter, err)
 	}
 	return b.settle(ctx, s.Name, []command.Settle{{Offset: f.QueueOffset, Outcome: command.DeadLettered}})

@@ -44,6 +44,24 @@ func newMetrics(reg prometheus.Registerer, b *Broker) *metrics {
 		gauge("conflux_log_disk_bytes", "Bytes of commit-log segments on disk.", func() float64 {
 			return float64(b.node.Log().DiskBytes())
 		}),
+		gauge("conflux_disk_free_bytes", "Free bytes in the data dir's file system at the last check.", func() float64 {
+			return float64(b.disk.free.Load())
+		}),
+		gauge("conflux_disk_free_limit_bytes", "Free-space limit under which the disk alarm is on (-1: off).", func() float64 {
+			return float64(b.cfg.Disk.FreeLimitBytes)
+		}),
+		gauge("conflux_disk_alarm", "1 while this node's free space is below its limit.", func() float64 {
+			return boolGauge(b.disk.local.Load())
+		}),
+		gauge("conflux_disk_alarm_nodes", "Voters whose disk alarm is on, in the replicated records.", func() float64 {
+			return float64(len(b.alarmedNodes()))
+		}),
+		gauge("conflux_produce_blocked", "1 while producers are refused here (local disk alarm, or a quorum's).", func() float64 {
+			return boolGauge(b.disk.blocked.Load())
+		}),
+		gauge("conflux_raft_storage_full", "1 while the raft loop waits for disk space (ENOSPC).", func() float64 {
+			return boolGauge(b.node.Status().StorageFull)
+		}),
 		gauge("conflux_scheduled_messages", "Delayed messages and retries not yet delivered.", func() float64 {
 			return float64(b.PendingTimers())
 		}),
@@ -57,6 +75,13 @@ func newMetrics(reg prometheus.Registerer, b *Broker) *metrics {
 		}
 	}
 	return m
+}
+
+func boolGauge(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 func (m *metrics) produced(n int, d time.Duration) {

@@ -60,7 +60,19 @@ type Result struct {
 // applied here. Concurrent calls share Raft entries (group commit). The
 // messages of one call reach the log in the order given, even when they
 // span several entries.
+//
+// While the disk alarm is on (disk.go) it refuses with ErrDiskFull.
 func (b *Broker) Produce(ctx context.Context, msgs []Message) ([]Result, error) {
+	if err := b.checkDisk(); err != nil {
+		return nil, err
+	}
+	return b.produce(ctx, msgs)
+}
+
+// produce is Produce without the disk alarm, for the broker's own copies
+// of messages it already stores (dead letters): they are bounded by what
+// is stored, and refusing them would block acks.
+func (b *Broker) produce(ctx context.Context, msgs []Message) ([]Result, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -80,6 +80,14 @@ func (s *stateMachine) OpenLog(l *clog.Log) error {
 	first, _ := l.FirstIndex()
 	from := max(s.st.Applied+1, first)
 	hi := d.DispatchedIndex()
+	// An entry is dispatched only once it is committed and durable here,
+	// so the dispatcher's checkpoint proves a commit index that raft may
+	// not have saved yet (it saves its own lazily; a crash or a storage
+	// failure can stop it before). See "Restart" in core/raft/doc.go.
+	if last, _ := l.LastIndex(); hi > last {
+		return fmt.Errorf("broker: consume queues were built up to entry %d but the log ends at %d: synced data was lost; wipe this node and re-add it", hi, last)
+	}
+	l.SetCommitted(hi)
 	if from > hi {
 		return nil
 	}

@@ -26,6 +26,9 @@ var (
 	ErrNotReadable = errors.New("log: offset not readable")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("log: closed")
+	// ErrSyncFailed: an fsync failed, so this Log refuses every further
+	// write (the page cache may have dropped the data); reopen it.
+	ErrSyncFailed = errors.New("log: sync failed")
 )
 
 // Log is the segmented commit log. See doc.go for the format and the rules.

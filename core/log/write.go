@@ -109,7 +109,7 @@ func (l *Log) Sync() error {
 			continue
 		}
 		if err := s.f.Sync(); err != nil {
-			l.failed = fmt.Errorf("log: sync %s: %w", s.name, err)
+			l.failed = fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.name, err)
 			return l.failed
 		}
 		s.dirty = false
@@ -136,7 +136,7 @@ func (l *Log) roll() error {
 // makes the .idx name durable is done by the createSegment that follows.
 func (l *Log) seal(s *segment) error {
 	if err := s.f.Sync(); err != nil {
-		l.failed = fmt.Errorf("log: sync %s: %w", s.name, err)
+		l.failed = fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.name, err)
 		return l.failed
 	}
 	s.dirty = false
@@ -189,6 +189,11 @@ func (l *Log) createSegment(base, start, first, prevTerm uint64) error {
 	}}
 	if err := l.initSegment(s); err != nil {
 		_ = f.Close()
+		// A failed preallocation can keep the blocks it got: give them
+		// back now, not at the next start (recovery removes the file too).
+		if rerr := l.cfg.FS.Remove(name); rerr != nil && !isNotExist(rerr) {
+			l.cfg.Logger.Warn("cannot remove a segment whose creation failed", "file", name, "err", rerr)
+		}
 		return err
 	}
 	s.refs.Store(1) // the list's reference
@@ -279,7 +284,7 @@ func (l *Log) zero(s *segment, from, to int64) error {
 		}
 	}
 	if err := s.f.Sync(); err != nil {
-		l.failed = fmt.Errorf("log: sync %s: %w", s.name, err)
+		l.failed = fmt.Errorf("%w: %s: %w", ErrSyncFailed, s.name, err)
 		return l.failed
 	}
 	return nil

@@ -216,6 +216,7 @@ func (n *Node) publishStatus() {
 		DurableIndex:     n.log.DurableIndex(),
 		FirstIndex:       first,
 		PendingProposals: len(n.held),
+		StorageFull:      n.full != nil,
 		Voters:           append([]uint64(nil), n.st.cs.Voters...),
 	}
 	n.status.Store(st)

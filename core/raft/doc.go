@@ -45,6 +45,38 @@
 // which can store it atomically with its own state (for example in its own
 // bucket of meta.db).
 //
+// # Restart
+//
+// A node restarts from whatever a stop left on disk, whether it was a clean
+// Stop, kill -9, a power cut or a storage failure (a full disk) that ended
+// the loop between two steps. The rules that make that always possible:
+//
+//   - Only durable entries are ever applied (step 7 comes after step 4), so
+//     what the state machine has applied is in the recovered log. If it is
+//     not, synced data was lost and the node refuses to start with a
+//     message that says so.
+//   - The saved commit index is only a lower bound: it is written lazily
+//     and never beyond the durable log. The real one is the larger of it
+//     and the state machine's applied index, and the log is told that
+//     before anything reads it (LogUser.OpenLog may raise it).
+//   - Entries past the commit index that a failed append left behind are
+//     uncommitted; raft overwrites or keeps them as it does after any
+//     crash. A segment whose creation failed holds nothing and is removed
+//     by the log's recovery (core/log/doc.go).
+//
+// # Full disk
+//
+// Running out of space is not a storage failure: an append, a segment roll
+// or a HardState save that fails with ENOSPC leaves the loop running. The
+// Ready is not advanced, so raft hands the same unstable entries and
+// committed entries out again, and the loop tries again at the next tick
+// (Status.StorageFull says so meanwhile). Append's rule that a stored
+// entry at or after the first new index is replaced makes the retry exact.
+// The broker's disk alarm (core/broker/disk.go) stops taking messages well
+// before this point; this is the last line of defence. A failed apply or a
+// failed fsync is still fatal: after a failed fsync the page cache cannot
+// be trusted, and the node must restart (which the rules above allow).
+//
 // # Snapshots and compaction
 //
 // Messages never go into a snapshot: they stay in the log. When retention is

@@ -2,8 +2,12 @@ package raft
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
+
+	clog "github.com/conflux-mq/conflux/core/log"
+	"github.com/conflux-mq/conflux/core/log/vfs"
 
 	"go.etcd.io/etcd/raft/v3"
 	"go.etcd.io/etcd/raft/v3/raftpb"
@@ -19,11 +23,13 @@ func (n *Node) Run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
+		ticked := false
 		select {
 		case <-n.stopc:
 			return
 		case <-ticker.C:
 			n.tick()
+			ticked = true
 		case m := <-n.recvc:
 			n.step(m)
 		case p := <-n.propc:
@@ -34,11 +40,67 @@ func (n *Node) Run() {
 		// Take everything else that is waiting before building a Ready, so
 		// one fsync covers as many proposals as possible (group commit).
 		n.drain()
+		if n.full != nil && !ticked {
+			continue // out of space: try again at the next tick, not per message
+		}
 		if err := n.processReady(); err != nil {
+			if waitable(err) {
+				n.waitForSpace(err)
+				continue
+			}
 			n.fail(err)
 			return
 		}
+		if n.full != nil {
+			n.cfg.Logger.Info("disk space is back: storage writes resume", "stalled_for", time.Since(n.fullSince).Round(time.Millisecond))
+			n.full = nil
+			n.publishStatus()
+		}
 	}
+}
+
+// errFatal marks a storage error that the loop must not wait out even if
+// the disk is full: a failed apply or snapshot install may have changed
+// part of the state, so doing it again is not exact.
+var errFatal = errors.New("raft: storage step cannot be retried")
+
+func fatal(err error) error { return fmt.Errorf("%w: %w", errFatal, err) }
+
+// waitable reports whether the loop may wait for space instead of failing
+// (doc.go, "Full disk"). A failed fsync is never waitable (core/log).
+func waitable(err error) bool {
+	return vfs.IsNoSpace(err) && !errors.Is(err, errFatal) && !errors.Is(err, clog.ErrSyncFailed)
+}
+
+// waitForSpace handles an ENOSPC from the storage steps of a Ready (doc.go,
+// "Full disk"): the Ready is not advanced, so raft offers the same work
+// again, and Run retries it at every tick. A leader that cannot write hands
+// leadership to the most up-to-date follower, which may still have room.
+func (n *Node) waitForSpace(err error) {
+	if n.full == nil {
+		n.fullSince = time.Now()
+		n.cfg.Logger.Error("disk full: storage writes wait for space", "err", err)
+		if n.leader {
+			if to := n.bestFollower(); to != 0 {
+				n.cfg.Logger.Warn("disk full: handing leadership over", "to", to)
+				n.rn.TransferLeader(to)
+			}
+		}
+	}
+	n.full = err
+	n.publishStatus()
+}
+
+// bestFollower is the voter other than this node with the highest match
+// index, 0 if there is none.
+func (n *Node) bestFollower() uint64 {
+	var best, match uint64
+	for id, pr := range n.rn.Status().Progress {
+		if id != n.cfg.ID && pr.Match > match && !pr.IsLearner {
+			best, match = id, pr.Match
+		}
+	}
+	return best
 }
 
 func (n *Node) drain() {
@@ -245,7 +307,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) { // 3
 		if err := n.installSnapshot(rd.Snapshot); err != nil {
-			return err
+			return fatal(err)
 		}
 	}
 	if err := n.log.Append(rd.Entries); err != nil { // 4
@@ -266,7 +328,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	n.log.SetCommitted(n.hs.Commit)                      // 6
 	if err := n.apply(rd.CommittedEntries); err != nil { // 7
-		return err
+		return fatal(err)
 	}
 	n.rn.Advance(rd) // 8
 	n.releaseHeld()

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/etcd/raft/v3"
 	"go.etcd.io/etcd/raft/v3/raftpb"
@@ -59,12 +60,16 @@ type Node struct {
 	stopc chan struct{}
 	done  chan struct{}
 
-	seq     atomic.Uint64
-	status  atomic.Pointer[Status]
-	errMu   sync.Mutex
-	err     error
-	stopped atomic.Bool
-	running atomic.Bool
+	seq    atomic.Uint64
+	status atomic.Pointer[Status]
+	errMu  sync.Mutex
+	err    error
+
+	// full is the ENOSPC the loop is waiting out (loop.go), nil normally.
+	full      error
+	fullSince time.Time
+	stopped   atomic.Bool
+	running   atomic.Bool
 }
 
 type proposal struct {
@@ -90,6 +95,9 @@ type Status struct {
 	DurableIndex     uint64
 	FirstIndex       uint64
 	PendingProposals int
+	// StorageFull is set while the loop waits for disk space: an append,
+	// a segment roll or a HardState save failed with ENOSPC (doc.go).
+	StorageFull bool
 }
 
 // Open opens (or creates) the node's storage and restores its state. It does

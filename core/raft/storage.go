@@ -33,7 +33,9 @@ type StateMachine interface {
 
 // LogUser is implemented by a state machine that reads the commit log
 // itself (the broker's dispatcher). The node calls OpenLog once, after the
-// log is recovered and its commit index is known, before AppliedIndex.
+// log is recovered and its saved commit index is set, before AppliedIndex.
+// OpenLog may raise the log's commit index (SetCommitted) up to what the
+// state machine has applied: an applied entry was committed and durable.
 type LogUser interface {
 	OpenLog(l *clog.Log) error
 }

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -75,6 +76,15 @@ type Config struct {
 
 	LogLevel         slog.Level // debug, info, warn or error
 	SegmentSizeBytes int64
+
+	// DiskFreeLimitBytes: below this much free space the node refuses
+	// producers (the disk alarm). 0: the larger of 1 GiB and two
+	// segments; -1: no alarm.
+	DiskFreeLimitBytes int64
+	// RetentionBytes and RetentionAge bound the commit log: the oldest
+	// segments go when it is larger or their data older.
+	RetentionBytes int64
+	RetentionAge   time.Duration
 }
 
 // Default returns the configuration of `conflux serve` with no flags,
@@ -92,6 +102,8 @@ func Default() Config {
 		HTTPAddr:         DefaultHTTPAddr,
 		LogLevel:         slog.LevelInfo,
 		SegmentSizeBytes: DefaultSegmentSizeBytes,
+		RetentionBytes:   clog.DefaultRetentionBytes,
+		RetentionAge:     clog.DefaultRetentionAge,
 	}
 }
 
@@ -101,7 +113,7 @@ func Names() []string {
 	return []string{
 		"config", "node-id", "data-dir", "raft-addr", "peers", "advertise-host",
 		"namesrv-addr", "broker-addr", "mqtt-addr", "mqtt-ws-addr", "amqp-addr", "http-addr",
-		"log-level", "segment-size-bytes",
+		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
 	}
 }
 
@@ -128,6 +140,9 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "/metrics, /healthz, /readyz and the admin API (empty: disabled)")
 	fs.Var(&levelValue{&c.LogLevel}, "log-level", "debug, info, warn or error")
 	fs.Int64Var(&c.SegmentSizeBytes, "segment-size-bytes", c.SegmentSizeBytes, "size of each commit-log segment file, fixed when the segment is created")
+	fs.Int64Var(&c.DiskFreeLimitBytes, "disk-free-limit-bytes", c.DiskFreeLimitBytes, "refuse producers while the data dir's file system has less free space (0: the larger of 1 GiB and two segments; -1: never)")
+	fs.Int64Var(&c.RetentionBytes, "retention-bytes", c.RetentionBytes, "delete the oldest commit-log segments while the log is larger than this")
+	fs.DurationVar(&c.RetentionAge, "retention-age", c.RetentionAge, "delete commit-log segments whose newest message is older than this")
 }
 
 // Source says which layer a setting came from.
@@ -230,6 +245,15 @@ func (c Config) Validate() error {
 	if c.SegmentSizeBytes < minSegmentSizeBytes || c.SegmentSizeBytes > maxSegmentSizeBytes {
 		bad("--segment-size-bytes %d outside [%d, %d]", c.SegmentSizeBytes, minSegmentSizeBytes, int64(maxSegmentSizeBytes))
 	}
+	if c.DiskFreeLimitBytes < -1 {
+		bad("--disk-free-limit-bytes %d: use -1 to turn the disk alarm off", c.DiskFreeLimitBytes)
+	}
+	if c.RetentionBytes < 2*c.SegmentSizeBytes {
+		bad("--retention-bytes %d is less than two segments (--segment-size-bytes %d): the log could never roll", c.RetentionBytes, c.SegmentSizeBytes)
+	}
+	if c.RetentionAge <= 0 {
+		bad("--retention-age %s must be positive", c.RetentionAge)
+	}
 	switch c.LogLevel {
 	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
 	default:
@@ -324,11 +348,13 @@ func sameListenAddr(a, b string) bool {
 // BrokerConfig is the core broker's configuration for this node.
 func (c Config) BrokerConfig(logger *slog.Logger, reg prometheus.Registerer) broker.Config {
 	return broker.Config{
-		NodeID:     c.NodeID,
-		DataDir:    c.DataDir,
-		RaftAddr:   c.RaftAddr,
-		Peers:      c.Peers,
-		Log:        clog.Config{SegmentSizeBytes: c.SegmentSizeBytes},
+		NodeID:   c.NodeID,
+		DataDir:  c.DataDir,
+		RaftAddr: c.RaftAddr,
+		Peers:    c.Peers,
+		Log: clog.Config{SegmentSizeBytes: c.SegmentSizeBytes,
+			RetentionBytes: c.RetentionBytes, RetentionAge: c.RetentionAge},
+		Disk:       broker.DiskConfig{FreeLimitBytes: c.DiskFreeLimitBytes},
 		Logger:     logger,
 		Registerer: reg,
 	}

@@ -139,7 +139,8 @@ func TestEnvNames(t *testing.T) {
 	// Every setting is reachable through its variable.
 	for _, kv := range Default().Values()[1:] {
 		name := kv[0]
-		val := map[string]string{"node-id": "7", "peers": "7=h:1", "log-level": "error", "segment-size-bytes": "8192"}[name]
+		val := map[string]string{"node-id": "7", "peers": "7=h:1", "log-level": "error", "segment-size-bytes": "8192",
+			"disk-free-limit-bytes": "-1", "retention-bytes": "1048576", "retention-age": "1h0m0s"}[name]
 		if val == "" {
 			val = "h:5"
 		}

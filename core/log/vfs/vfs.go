@@ -13,6 +13,7 @@ package vfs
 import (
 	"errors"
 	"io"
+	"syscall"
 )
 
 // ErrNotExist is returned (wrapped) when a named file does not exist.
@@ -57,4 +58,11 @@ type File interface {
 	// sees later WriteAt calls (as a shared mmap does through the page cache).
 	// The caller must call unmap exactly once, after its last use of the slice.
 	MapReadOnly(size int64) (data []byte, unmap func() error, err error)
+}
+
+// IsNoSpace reports whether err says the file system is full (or the
+// user's quota is): a condition that goes away when space is freed, unlike
+// other I/O errors.
+func IsNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
