@@ -30,6 +30,10 @@ func newMetrics(reg prometheus.Registerer, b *Broker) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	counter := func(name, help string, labels prometheus.Labels, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(f()) })
+	}
 	m.collectors = []prometheus.Collector{m.producedTotal, m.consumedTotal, m.commitDelay,
 		gauge("conflux_raft_is_leader", "1 on the Raft leader, else 0.", func() float64 {
 			if b.node.Status().Role == "StateLeader" {
@@ -62,6 +66,20 @@ func newMetrics(reg prometheus.Registerer, b *Broker) *metrics {
 		gauge("conflux_raft_storage_full", "1 while the raft loop waits for disk space (ENOSPC).", func() float64 {
 			return boolGauge(b.node.Status().StorageFull)
 		}),
+		gauge("conflux_log_first_index", "First Raft index still in the commit log (retention moves it).", func() float64 {
+			i, _ := b.node.Log().FirstIndex()
+			return float64(i)
+		}),
+		counter("conflux_retention_passes_total", "Retention passes that removed segments.", nil, b.sm.retention.passes.Load),
+		counter("conflux_retention_removed_bytes_total", "Commit-log bytes removed by retention.", nil, b.sm.retention.removedBytes.Load),
+		counter("conflux_retention_lost_total", "Things retention removed while still needed, by kind.",
+			prometheus.Labels{"kind": "delayed"}, b.sm.retention.lostTimers.Load),
+		counter("conflux_retention_lost_total", "Things retention removed while still needed, by kind.",
+			prometheus.Labels{"kind": "half"}, b.sm.retention.lostHalves.Load),
+		counter("conflux_retention_lost_total", "Things retention removed while still needed, by kind.",
+			prometheus.Labels{"kind": "unacked"}, b.sm.retention.lostSubs.Load),
+		counter("conflux_retention_lost_total", "Things retention removed while still needed, by kind.",
+			prometheus.Labels{"kind": "unconsumed"}, b.sm.retention.lostGroups.Load),
 		gauge("conflux_scheduled_messages", "Delayed messages and retries not yet delivered.", func() float64 {
 			return float64(b.PendingTimers())
 		}),

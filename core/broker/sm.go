@@ -40,6 +40,10 @@ type stateMachine struct {
 
 	// checks carries applied check-backs to the gateway's checker.
 	checks chan txn.Half
+
+	// Retention passes run in the raft loop (retention.go).
+	retMark   retentionMark
+	retention retentionStats
 }
 
 type batchResult struct {
@@ -280,10 +284,20 @@ func (s *stateMachine) changed() <-chan struct{} {
 
 // BeforeRetention checkpoints the consume queues and index up to the applied
 // index, so nothing they would need to replay after a crash is deleted.
-func (s *stateMachine) BeforeRetention() error { return s.disp.Checkpoint() }
+func (s *stateMachine) BeforeRetention() error {
+	s.markRetention()
+	return s.disp.Checkpoint()
+}
 
 // AfterRetention drops queue units and index entries below the log's start.
-func (s *stateMachine) AfterRetention() error { return s.disp.Trim() }
+// It then reports what went that someone still needed (retention.go).
+func (s *stateMachine) AfterRetention() error {
+	if err := s.disp.Trim(); err != nil {
+		return err
+	}
+	s.reportRetention()
+	return nil
+}
 
 // Snapshot returns the replicated metadata (messages stay in the log).
 func (s *stateMachine) Snapshot() ([]byte, error) {
