@@ -40,7 +40,8 @@ type DiskConfig struct {
 	// system, the node refuses new messages. 0 takes the default, the
 	// larger of 1 GiB and two segments; -1 turns the alarm off.
 	FreeLimitBytes int64
-	// CheckInterval spaces the free-space checks (500ms).
+	// CheckInterval spaces the free-space checks (100ms: a statfs is
+	// cheap, and the limit must hold what producers write in between).
 	CheckInterval time.Duration
 	// FreeBytes returns the free bytes of the file system holding dir
 	// (statfs by default; tests inject their own).
@@ -55,7 +56,7 @@ func (c DiskConfig) withDefaults(segmentBytes int64) DiskConfig {
 		c.FreeLimitBytes = max(DefaultDiskFreeLimitBytes, 2*segmentBytes)
 	}
 	if c.CheckInterval == 0 {
-		c.CheckInterval = 500 * time.Millisecond
+		c.CheckInterval = 100 * time.Millisecond
 	}
 	if c.FreeBytes == nil {
 		c.FreeBytes = statfsFree
