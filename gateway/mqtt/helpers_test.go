@@ -87,7 +87,17 @@ func startServer(t *testing.T, b *broker.Broker, id uint64, tune func(*Config)) 
 // startNode: a single-node broker and its MQTT server.
 func startNode(t *testing.T, tune func(*Config)) *node {
 	t.Helper()
-	b, err := broker.Open(brokerConfig(t.TempDir()))
+	return startNodeWith(t, nil, tune)
+}
+
+// startNodeWith is startNode with the broker's config tuned too.
+func startNodeWith(t *testing.T, tuneBroker func(*broker.Config), tune func(*Config)) *node {
+	t.Helper()
+	cfg := brokerConfig(t.TempDir())
+	if tuneBroker != nil {
+		tuneBroker(&cfg)
+	}
+	b, err := broker.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +136,20 @@ func startCluster(t *testing.T) []*node {
 		ns = append(ns, startServer(t, b, uint64(i+1), nil))
 	}
 	return ns
+}
+
+// storedIn counts the messages stored in a core topic, all queues.
+func storedIn(n *node, topic string) uint64 {
+	var stored uint64
+	for _, tp := range n.b.Topics() {
+		if tp.Name == topic {
+			for q := range tp.Queues {
+				lo, hi := n.b.QueueRange(topic, q)
+				stored += hi - lo
+			}
+		}
+	}
+	return stored
 }
 
 // v3 connects a paho 3.1.1 client.

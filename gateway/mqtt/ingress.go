@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -27,7 +28,17 @@ type pending struct {
 	// refused: not stored; its ack carries this reason code (MQTT 5,
 	// QoS 1/2), or the connection is closed with it.
 	refused byte
+	reason  string // the reason string sent with refused (MQTT 5)
 }
+
+// diskFullReason tells an MQTT 5 publisher why the disk alarm refused its
+// publish. It says nothing of the node's paths or sizes: those are for
+// the operator's log.
+const diskFullReason = "the broker's disk is full: publishing is paused until space is freed; retry later"
+
+// maxDiskFullLogs bounds the clients remembered as logged during one disk
+// alarm, so clients that keep reconnecting with new ids cannot grow it.
+const maxDiskFullLogs = 1024
 
 // pipe produces one connection's publishes in receive order and writes
 // their acks as each batch commits. One Produce call per batch keeps the
@@ -41,6 +52,11 @@ type pipe struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+	// gone (run goroutine only): the pipe closed the connection over a
+	// refused publish. What the client sent after it is dropped without
+	// an ack: the client resends it after the refused one, so it is not
+	// stored ahead of it (the alarm may clear meanwhile) nor twice.
+	gone bool
 }
 
 func newPipe(s *Server, cl *mqtt.Client) *pipe {
@@ -106,7 +122,15 @@ func (p *pipe) run() {
 // produce commits a batch, then its retained-store changes, then acks.
 // A failure closes the connection: the client resends what it did not
 // get acknowledged (with DUP), which is MQTT's answer to a lost ack.
+//
+// Under the disk alarm nothing of the batch is stored, and each publish
+// is refused on its own with 0x97 (quota exceeded): MQTT 5 QoS 1/2
+// publishers get it in their PUBACK/PUBREC and keep the connection, the
+// others are disconnected (see the ack loop).
 func (p *pipe) produce(batch []pending) {
+	if p.gone {
+		return
+	}
 	msgs := make([]broker.Message, 0, len(batch))
 	var recs []command.Record
 	for i := range batch {
@@ -123,6 +147,15 @@ func (p *pipe) produce(batch []pending) {
 	var err error
 	if len(msgs) > 0 {
 		_, err = p.s.b.Produce(ctx, msgs)
+	}
+	if errors.Is(err, broker.ErrDiskFull) {
+		p.s.logDiskFull(p.cl, err)
+		for i := range batch {
+			if !batch[i].ackOnly && batch[i].refused == 0 {
+				batch[i].refused, batch[i].reason = packets.ErrQuotaExceeded.Code, diskFullReason
+			}
+		}
+		recs, err = nil, nil // their retained changes go with them
 	}
 	now := time.Now().Unix()
 	retained := len(recs)
@@ -154,15 +187,34 @@ func (p *pipe) produce(batch []pending) {
 	for i := range batch {
 		x := &batch[i]
 		if x.refused != 0 {
+			reason := x.reason
+			if reason == "" {
+				reason = "publish refused"
+			}
 			if p.cl.Properties.ProtocolVersion < 5 || x.qos == 0 {
-				_ = p.s.mochi.DisconnectClient(p.cl, packets.Code{Code: x.refused, Reason: "publish refused"})
+				// 3.1.1 has no refusal but an unacknowledged publish; a
+				// QoS 0 one has no ack to carry it (MQTT 5 allows a
+				// DISCONNECT 0x97). Either way nothing is dropped silently.
+				p.gone = true
+				code := packets.Code{Code: x.refused, Reason: reason}
+				if p.cl.Properties.ProtocolVersion < 5 {
+					// 3.1.1 has no DISCONNECT from the server (mosquitto
+					// calls one a protocol error): only close.
+					p.cl.Stop(code)
+				} else {
+					_ = p.s.mochi.DisconnectClient(p.cl, code)
+				}
 				return
 			}
 			t := packets.Puback
 			if x.qos == 2 {
-				t = packets.Pubrec // a reason code >= 0x80 ends the exchange
+				// A reason code >= 0x80 ends the exchange: no PUBREC record
+				// is kept, so the client may reuse the packet id at once.
+				t = packets.Pubrec
 			}
-			_ = p.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: x.pid, ReasonCode: x.refused})
+			ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: x.pid, ReasonCode: x.refused}
+			ack.Properties.ReasonString = x.reason
+			_ = p.cl.WritePacket(ack)
 			p.cl.State.Inflight.IncreaseReceiveQuota()
 			continue
 		}
@@ -215,4 +267,37 @@ func (p *pipe) inboundQoS2(batch []pending, recs []command.Record, now int64) ([
 		recs = append(recs, r)
 	}
 	return recs, ss, nil
+}
+
+// diskFullLogs remembers the clients whose publishes the current disk
+// alarm refused, so an alarm is logged once per client rather than once
+// per publish (or per reconnect of a 3.1.1 client).
+type diskFullLogs struct {
+	mu      sync.Mutex
+	episode <-chan struct{} // Broker.DiskAlarmChanged() when logged: one per alarm
+	clients map[string]bool
+}
+
+// logDiskFull logs a refusal by the disk alarm if cl has none logged in
+// this alarm yet. err says which node is short and how much is free.
+func (s *Server) logDiskFull(cl *mqtt.Client, err error) {
+	d := &s.diskLogs
+	episode := s.b.DiskAlarmChanged()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.episode != episode {
+		d.episode, d.clients = episode, map[string]bool{}
+	}
+	switch n := len(d.clients); {
+	case d.clients[cl.ID] || n > maxDiskFullLogs:
+		return
+	case n == maxDiskFullLogs:
+		d.clients[cl.ID] = true
+		s.log.Warn("publishes refused by the disk alarm: more clients refused, not logged one by one until the alarm changes",
+			"clients", n)
+		return
+	}
+	d.clients[cl.ID] = true
+	s.log.Warn("publishes refused by the disk alarm (MQTT 5 QoS 1/2: 0x97 in the ack; otherwise the connection is closed)",
+		"client", cl.ID, "mqtt_version", cl.Properties.ProtocolVersion, "err", err)
 }

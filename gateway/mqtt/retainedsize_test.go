@@ -46,16 +46,7 @@ func TestRetainedPublishOverRecordLimitRefused(t *testing.T) {
 	if got := in.payloads(); len(got) != 1 || got[0] != "ok" {
 		t.Fatalf("subscriber got %q, want only the normal message", got)
 	}
-	var stored uint64
-	for _, tp := range n.b.Topics() {
-		if tp.Name == "rsize" {
-			for q := range tp.Queues {
-				lo, hi := n.b.QueueRange("rsize", q)
-				stored += hi - lo
-			}
-		}
-	}
-	if stored != 1 {
+	if stored := storedIn(n, "rsize"); stored != 1 {
 		t.Fatalf("%d messages stored in core topic rsize, want 1", stored)
 	}
 	if _, ok := n.b.Record(nsRetained, "rsize/r"); ok {

@@ -43,6 +43,7 @@ type Server struct {
 	// updates exclusively; a subscriber whose SUBACK write is stuck
 	// while an update waits is disconnected (lockRetainIndex).
 	retainLock sync.RWMutex
+	diskLogs   diskFullLogs
 
 	lastSweep time.Time // checkpointLoop only
 

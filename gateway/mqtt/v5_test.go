@@ -16,9 +16,16 @@ import (
 
 // v5client is a paho.golang (MQTT 5) client collecting what it receives.
 type v5client struct {
-	c  *paho.Client
-	mu sync.Mutex
-	in []*paho.Publish
+	c    *paho.Client
+	mu   sync.Mutex
+	in   []*paho.Publish
+	disc *paho.Disconnect // a DISCONNECT from the server
+}
+
+func (c *v5client) serverDisconnect() *paho.Disconnect {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.disc
 }
 
 func (c *v5client) received() []*paho.Publish {
@@ -40,7 +47,12 @@ func dialV5(t *testing.T, addr, id string, cleanStart bool, expiry uint32) (*v5c
 			vc.in = append(vc.in, r.Packet)
 			vc.mu.Unlock()
 			return true, nil
-		}}})
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			vc.mu.Lock()
+			vc.disc = d
+			vc.mu.Unlock()
+		}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cp := &paho.Connect{ClientID: id, CleanStart: cleanStart, KeepAlive: 30}
