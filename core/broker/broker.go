@@ -53,9 +53,12 @@ type Broker struct {
 	dl    deliveries
 	sched scheduler // sched_run.go
 
-	disk     *diskAlarm // disk.go
-	stopDisk chan struct{}
-	diskDone chan struct{}
+	disk *diskAlarm // disk.go
+	auth *authState // users.go
+	// stopBG ends the background loops (disk monitor, user bootstrap);
+	// Close waits for them with bg.
+	stopBG chan struct{}
+	bg     sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -73,7 +76,7 @@ func Open(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, sm: sm, counters: map[cq.QueueID]uint64{},
-		disk: newDiskAlarm(), stopDisk: make(chan struct{}), diskDone: make(chan struct{})}
+		disk: newDiskAlarm(), auth: newAuthState(), stopBG: make(chan struct{})}
 	b.routers.Store(&map[uint64]Router{})
 	ref := &raft.NodeHandler{}
 	var tr raft.Transport = noTransport{}
@@ -107,9 +110,14 @@ func Open(cfg Config) (*Broker, error) {
 	// Know the disk before the first producer does.
 	b.sampleDisk()
 	b.updateBlocked()
+	b.bg.Add(2)
 	go func() {
-		defer close(b.diskDone)
+		defer b.bg.Done()
 		b.monitorDisk()
+	}()
+	go func() {
+		defer b.bg.Done()
+		b.bootstrapUsers()
 	}()
 	b.startScheduler()
 	if len(cfg.Peers) > 1 {
@@ -130,8 +138,8 @@ func (b *Broker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
-		close(b.stopDisk)
-		<-b.diskDone
+		close(b.stopBG)
+		b.bg.Wait()
 		b.stopScheduler()
 		b.prod.close()
 		err = errors.Join(b.node.Stop(), b.sm.close())

@@ -54,6 +54,8 @@ type Config struct {
 	NodeDownAfter time.Duration // 3s
 	// Disk is the free-space alarm (disk.go).
 	Disk DiskConfig
+	// Auth: users and how logins are checked (users.go).
+	Auth AuthConfig
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
@@ -100,6 +102,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Schedule = c.Schedule.withDefaults()
 	c.Disk = c.Disk.withDefaults(c.Log.WithDefaults().SegmentSizeBytes)
+	c.Auth = c.Auth.withDefaults()
 	return c
 }
 
@@ -120,6 +123,9 @@ func (c Config) Validate() error {
 		return errors.New("broker: NodeDownAfter is negative")
 	}
 	if err := c.Disk.validate(); err != nil {
+		return err
+	}
+	if err := c.Auth.validate(); err != nil {
 		return err
 	}
 	return c.Schedule.validate()

@@ -173,7 +173,7 @@ func (b *Broker) monitorDisk() {
 		select {
 		case <-b.node.Done():
 			return
-		case <-b.stopDisk:
+		case <-b.stopBG:
 			return
 		case <-t.C:
 		}

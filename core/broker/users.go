@@ -1,0 +1,342 @@
+package broker
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conflux-mq/conflux/core/auth"
+	"github.com/conflux-mq/conflux/core/broker/command"
+)
+
+// Users live in the replicated records (namespace "auth", key
+// "user/<name>", the JSON of auth.User), so a user created on one node can
+// log in on every node as soon as the change is applied there. Every door
+// calls Authenticate; what a user may do is asked of auth.User.
+//
+// Bootstrap: a new cluster has no users. Its first leader creates the
+// default user (AuthConfig.DefaultUser, guest unless set) together with
+// the record "bootstrap", in one entry; the record keeps a later leader from
+// creating it again after an administrator deleted it. Until that entry is
+// applied here, the configured default user and password are accepted, so
+// a node is usable the moment it starts.
+//
+// guest may log in from loopback addresses only (RabbitMQ's rule), so the
+// well-known default password is no risk on a network.
+
+const (
+	authNamespace   = "auth"
+	userKeyPrefix   = "user/"
+	bootstrapKey    = "bootstrap"
+	loopbackOnlyUse = "guest"
+)
+
+// Errors of Authenticate. Doors answer every one of them with their
+// protocol's "not authorized", never saying which it was.
+var (
+	ErrAuthFailed      = errors.New("broker: bad user name or password")
+	ErrLoopbackOnly    = errors.New("broker: user guest may connect only from localhost")
+	ErrTooManyFailures = errors.New("broker: too many failed logins from this address; try again later")
+	ErrNoUser          = errors.New("broker: no such user")
+)
+
+// AuthConfig configures authentication.
+type AuthConfig struct {
+	// Disabled turns checking off on every door (development only).
+	Disabled bool
+	// DefaultUser and DefaultPassword: the administrator a new cluster
+	// starts with (guest/guest).
+	DefaultUser, DefaultPassword string
+	// Hash is the cost of new password hashes (auth.DefaultHashParams).
+	Hash auth.HashParams
+	// FailuresPerMinute: failed logins allowed per source address in a
+	// minute before further attempts are refused without checking (30).
+	FailuresPerMinute int
+	// CacheEntries bounds the verified-credentials cache (100000).
+	CacheEntries int
+}
+
+func (c AuthConfig) withDefaults() AuthConfig {
+	if c.DefaultUser == "" {
+		c.DefaultUser, c.DefaultPassword = "guest", "guest"
+	}
+	if c.Hash == (auth.HashParams{}) {
+		c.Hash = auth.DefaultHashParams
+	}
+	if c.FailuresPerMinute == 0 {
+		c.FailuresPerMinute = 30
+	}
+	if c.CacheEntries == 0 {
+		c.CacheEntries = 100000
+	}
+	return c
+}
+
+func (c AuthConfig) validate() error {
+	if err := auth.ValidName(c.DefaultUser); err != nil {
+		return fmt.Errorf("broker: default user: %w", err)
+	}
+	if c.DefaultPassword == "" {
+		return errors.New("broker: the default user needs a password")
+	}
+	if c.FailuresPerMinute < 1 || c.CacheEntries < 1 {
+		return errors.New("broker: auth limits must be positive")
+	}
+	return nil
+}
+
+// authState is the node-local side of authentication: the cache of
+// verified credentials, the failure counts and the hashing slots.
+type authState struct {
+	key [32]byte // keys the cache, so it holds no password-derived value anyone else can compute
+
+	mu       sync.Mutex
+	verified map[[32]byte]string // HMAC(key, name, password) → the hash it was checked against
+	failures map[string]*failWindow
+
+	// slots bounds concurrent password hashing, so a storm of logins
+	// (good or bad) leaves a core for publishing.
+	slots chan struct{}
+}
+
+type failWindow struct {
+	start time.Time
+	n     int
+}
+
+func newAuthState() *authState {
+	s := &authState{verified: map[[32]byte]string{}, failures: map[string]*failWindow{},
+		slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
+	if _, err := rand.Read(s.key[:]); err != nil {
+		panic(fmt.Sprintf("broker: no randomness for the credentials cache: %v", err))
+	}
+	return s
+}
+
+// AuthEnabled reports whether doors must check credentials.
+func (b *Broker) AuthEnabled() bool { return !b.cfg.Auth.Disabled }
+
+// Authenticate checks a user name and password presented from addr (nil
+// when unknown) and returns the user.
+func (b *Broker) Authenticate(name, password string, addr net.Addr) (auth.User, error) {
+	ip := hostOf(addr)
+	if b.tooManyFailures(ip) {
+		return auth.User{}, ErrTooManyFailures
+	}
+	u, err := b.checkPassword(name, password)
+	if err == nil && name == loopbackOnlyUse && !isLoopback(addr) {
+		err = ErrLoopbackOnly
+	}
+	if err != nil {
+		b.noteFailure(ip)
+		return auth.User{}, err
+	}
+	return u, nil
+}
+
+func (b *Broker) checkPassword(name, password string) (auth.User, error) {
+	u, ok := b.LookupUser(name)
+	if !ok {
+		if _, booted := b.Record(authNamespace, bootstrapKey); !booted && name == b.cfg.Auth.DefaultUser &&
+			hmac.Equal([]byte(password), []byte(b.cfg.Auth.DefaultPassword)) {
+			return defaultUser(name), nil
+		}
+		return auth.User{}, ErrAuthFailed
+	}
+	if u.PasswordHash == "" {
+		return auth.User{}, ErrAuthFailed
+	}
+	s := b.auth
+	mac := hmac.New(sha256.New, s.key[:])
+	mac.Write([]byte(name))
+	mac.Write([]byte{0})
+	mac.Write([]byte(password))
+	var k [32]byte
+	copy(k[:], mac.Sum(nil))
+	s.mu.Lock()
+	cached, hit := s.verified[k]
+	s.mu.Unlock()
+	if hit && cached == u.PasswordHash {
+		return u, nil
+	}
+	s.slots <- struct{}{}
+	ok, err := auth.VerifyPassword(u.PasswordHash, password)
+	<-s.slots
+	if err != nil {
+		b.cfg.Logger.Warn("unreadable password hash", "user", name, "err", err)
+		return auth.User{}, ErrAuthFailed
+	}
+	if !ok {
+		return auth.User{}, ErrAuthFailed
+	}
+	s.mu.Lock()
+	if len(s.verified) >= b.cfg.Auth.CacheEntries {
+		clear(s.verified) // rare; the next logins pay one hash each again
+	}
+	s.verified[k] = u.PasswordHash
+	s.mu.Unlock()
+	return u, nil
+}
+
+func defaultUser(name string) auth.User {
+	return auth.User{Name: name, Tags: []string{auth.TagAdministrator}}
+}
+
+func (b *Broker) tooManyFailures(ip string) bool {
+	s := b.auth
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.failures[ip]
+	return w != nil && time.Since(w.start) < time.Minute && w.n >= b.cfg.Auth.FailuresPerMinute
+}
+
+func (b *Broker) noteFailure(ip string) {
+	s := b.auth
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	w := s.failures[ip]
+	if w == nil || now.Sub(w.start) >= time.Minute {
+		if len(s.failures) >= 100000 {
+			for k, v := range s.failures { // drop the expired windows
+				if now.Sub(v.start) >= time.Minute {
+					delete(s.failures, k)
+				}
+			}
+		}
+		w = &failWindow{start: now}
+		s.failures[ip] = w
+	}
+	w.n++
+}
+
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}
+
+func isLoopback(a net.Addr) bool {
+	ip := net.ParseIP(hostOf(a))
+	return ip != nil && ip.IsLoopback()
+}
+
+// LookupUser returns a user as applied on this node.
+func (b *Broker) LookupUser(name string) (auth.User, bool) {
+	v, ok := b.Record(authNamespace, userKeyPrefix+name)
+	if !ok {
+		return auth.User{}, false
+	}
+	u, err := auth.DecodeUser(v)
+	if err != nil {
+		b.cfg.Logger.Warn("unreadable user record", "user", name, "err", err)
+		return auth.User{}, false
+	}
+	return u, true
+}
+
+// Users returns every user, by name.
+func (b *Broker) Users() []auth.User {
+	var out []auth.User
+	for k, v := range b.Records(authNamespace) {
+		if !strings.HasPrefix(k, userKeyPrefix) {
+			continue
+		}
+		if u, err := auth.DecodeUser(v); err == nil {
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// PutUser creates or replaces a user (validated first).
+func (b *Broker) PutUser(ctx context.Context, u auth.User) error {
+	if err := u.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	v, err := u.Encode()
+	if err != nil {
+		return err
+	}
+	return b.ChangeRecords(ctx,
+		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")},
+		command.Record{Op: command.RecordPut, Namespace: authNamespace, Key: userKeyPrefix + u.Name, Value: v})
+}
+
+// HashPassword hashes a password with this broker's cost.
+func (b *Broker) HashPassword(password string) (string, error) {
+	return auth.HashPassword(password, b.cfg.Auth.Hash)
+}
+
+// DeleteUser removes a user.
+func (b *Broker) DeleteUser(ctx context.Context, name string) error {
+	if _, ok := b.LookupUser(name); !ok {
+		return fmt.Errorf("%w: %s", ErrNoUser, name)
+	}
+	return b.ChangeRecords(ctx,
+		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")},
+		command.Record{Op: command.RecordDelete, Namespace: authNamespace, Key: userKeyPrefix + name})
+}
+
+// bootstrapUsers runs on every node until the cluster has its users: the
+// leader creates the default user once.
+func (b *Broker) bootstrapUsers() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, ok := b.Record(authNamespace, bootstrapKey); ok {
+			return
+		}
+		if b.node.Status().LeaderReady {
+			if err := b.createDefaultUser(); err != nil {
+				b.cfg.Logger.Warn("cannot create the default user yet", "err", err)
+			}
+		}
+		select {
+		case <-b.node.Done():
+			return
+		case <-b.stopBG:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Broker) createDefaultUser() error {
+	c := b.cfg.Auth
+	h, err := b.HashPassword(c.DefaultPassword)
+	if err != nil {
+		return err
+	}
+	u := defaultUser(c.DefaultUser)
+	u.PasswordHash = h
+	u.VHosts = map[string]auth.VHostPerm{"/": {Configure: ".*", Write: ".*", Read: ".*"}}
+	v, err := u.Encode()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ProposeTimeout)
+	defer cancel()
+	err = b.ChangeRecords(ctx,
+		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: userKeyPrefix + u.Name, Value: v},
+		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")})
+	if err == nil {
+		b.cfg.Logger.Info("created the default user", "user", u.Name, "loopback_only", u.Name == loopbackOnlyUse)
+	}
+	return err
+}
