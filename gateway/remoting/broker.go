@@ -346,7 +346,7 @@ func (d *brokerDoor) send(ctx context.Context, c *Conn, req *command.RemotingCom
 			dlq := dlqPrefix + group
 			if _, ok := d.b.Topic(dlq); !ok {
 				if err := d.b.CreateTopic(ctx, broker.Topic{Name: dlq, Queues: 1, Perm: broker.PermRead | broker.PermWrite}); err != nil {
-					return reply(req, produceCode(err), err.Error())
+					return d.produceFailed(req, err)
 				}
 			}
 			h.topic, h.queue = dlq, 0
@@ -400,7 +400,7 @@ func (d *brokerDoor) send(ctx context.Context, c *Conn, req *command.RemotingCom
 	res, err := d.b.Produce(pctx, msgs)
 	cancel()
 	if err != nil {
-		return reply(req, produceCode(err), err.Error())
+		return d.produceFailed(req, err)
 	}
 	_, localQueue := d.shards.local(res[0].Queue)
 	ids := make([]string, len(res))
@@ -431,6 +431,10 @@ func copyHeader(m, h *batch.Message) {
 
 func produceCode(err error) command.ResponseCode {
 	switch {
+	case errors.Is(err, broker.ErrDiskFull):
+		// Java's answer to a full disk: the Go client retries it at once,
+		// on another broker name when the route has one.
+		return command.ServiceNotAvailable
 	case errors.Is(err, broker.ErrNoTopic):
 		return command.TopicNotExist
 	case errors.Is(err, broker.ErrNotWritable):
@@ -443,6 +447,24 @@ func produceCode(err error) command.ResponseCode {
 		return command.ServiceNotAvailable
 	}
 	return command.SystemError
+}
+
+// produceFailed answers a write the core refused, with produceCode's
+// code. A refusal by the disk alarm carries its reason in the remark,
+// which the Go client's error quotes after its last retry: the user learns
+// which node is short of space and which setting sets the limit, not only
+// that the service was unavailable.
+func (d *brokerDoor) produceFailed(req *command.RemotingCommand, err error) *command.RemotingCommand {
+	remark := err.Error()
+	if errors.Is(err, broker.ErrDiskFull) {
+		remark = "[DISK_FULL] service not available now: " + remark
+		if !d.b.DiskStatus().Local {
+			// Refused for a quorum of other nodes, whose own limits apply;
+			// the core's reason names the nodes but not the setting.
+			remark += "; each node refuses producers below its --disk-free-limit-bytes"
+		}
+	}
+	return reply(req, produceCode(err), remark)
 }
 
 type innerMessage struct {
@@ -662,7 +684,7 @@ func (d *brokerDoor) createTopic(ctx context.Context, _ *Conn, req *command.Remo
 	}
 	t := broker.Topic{Name: req.ExtFields["topic"], Queues: uint32(queues), Perm: uint32(perm)}
 	if err := d.b.CreateTopic(ctx, t); err != nil {
-		return reply(req, produceCode(err), err.Error())
+		return d.produceFailed(req, err)
 	}
 	return reply(req, command.Success, "")
 }

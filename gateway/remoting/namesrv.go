@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -104,10 +105,9 @@ type topicRouteData struct {
 }
 
 // brokerDatas lists every broker name of the cluster: as master (id 0)
-// the node serving it, and the other live nodes as slaves (ids 1, 2, ...),
-// which hold the same data.
-func (ns *nameServer) brokerDatas() []brokerData {
-	down := ns.cfg.Broker.DownNodes()
+// the node serving it, and the other live nodes (not in down) as slaves
+// (ids 1, 2, ...), which hold the same data.
+func (ns *nameServer) brokerDatas(down map[uint64]bool) []brokerData {
 	serving := ns.shards.serving(down)
 	out := make([]brokerData, len(ns.shards.names))
 	for k, name := range ns.shards.names {
@@ -124,15 +124,51 @@ func (ns *nameServer) brokerDatas() []brokerData {
 	return out
 }
 
-// queueDatas spreads a topic of n queues over the broker names.
-func (ns *nameServer) queueDatas(n uint32, perm int) []queueData {
+// queueDatas spreads a topic of n queues over the broker names. The names
+// marked in full lose PERM_WRITE: producers skip queues that are not
+// writable (remoting.md §3.1), so they send to the other names rather than
+// spend a retry on a node that refuses them, and consumers still read.
+//
+// If that would leave the topic no writable queue, every name keeps perm:
+// a Go producer without one fails with "route info not found" and goes on
+// failing until its next route refresh (up to 30 s) after space is back,
+// while one that is answered SERVICE_NOT_AVAILABLE learns why and sends
+// again as soon as the alarm clears.
+func (ns *nameServer) queueDatas(n uint32, perm int, full []bool) []queueData {
 	var out []queueData
+	writable := false
 	for k, name := range ns.shards.names {
-		if c := int(ns.shards.count(k, n)); c > 0 {
-			out = append(out, queueData{BrokerName: name, ReadQueueNums: c, WriteQueueNums: c, Perm: perm})
+		c := int(ns.shards.count(k, n))
+		if c == 0 {
+			continue
+		}
+		p := perm
+		if full[k] {
+			p &^= broker.PermWrite
+		}
+		writable = writable || p&broker.PermWrite != 0
+		out = append(out, queueData{BrokerName: name, ReadQueueNums: c, WriteQueueNums: c, Perm: p})
+	}
+	if !writable {
+		for i := range out {
+			out[i].Perm = perm
 		}
 	}
 	return out
+}
+
+// fullSlots marks the broker names whose serving node has its disk alarm
+// on: this node by its own check, which is immediate (and a single node
+// publishes no record), the others by their replicated alarm records, so
+// every node's name server gives the same answer once they are applied.
+func (ns *nameServer) fullSlots(serving []uint64) []bool {
+	st := ns.cfg.Broker.DiskStatus()
+	self := ns.shards.ids[ns.shards.self]
+	full := make([]bool, len(serving))
+	for k, id := range serving {
+		full[k] = id == self && st.Local || slices.Contains(st.Nodes, id)
+	}
+	return full
 }
 
 func (ns *nameServer) route(ctx context.Context, _ *Conn, req *command.RemotingCommand) *command.RemotingCommand {
@@ -145,20 +181,22 @@ func (ns *nameServer) route(ctx context.Context, _ *Conn, req *command.RemotingC
 			ns.cfg.Logger.Warn("cannot create retry topic", "topic", name, "err", err)
 		}
 	}
+	down := ns.cfg.Broker.DownNodes()
+	full := ns.fullSlots(ns.shards.serving(down))
 	var qds []queueData
 	if t, ok := ns.cfg.Broker.Topic(name); ok {
-		qds = ns.queueDatas(t.Queues, int(t.Perm))
+		qds = ns.queueDatas(t.Queues, int(t.Perm), full)
 	} else if name == DefaultTopic && ns.cfg.AutoCreateTopics {
 		// perm 7: read, write, inherit (a template topic). The producer
 		// sends to these queue ids; core/broker then creates the topic with
 		// its default queue count, which must cover them.
-		qds = ns.queueDatas(uint32(ns.cfg.Broker.DefaultQueues()), 7)
+		qds = ns.queueDatas(uint32(ns.cfg.Broker.DefaultQueues()), 7, full)
 	} else {
 		return command.NewResponse(req, command.TopicNotExist, "No topic route info in name server for the topic: "+name)
 	}
 	// encoding/json writes compact JSON: no whitespace in brokerAddrs,
 	// which the Go client parses by hand (remoting.md §3.1).
-	body, err := json.Marshal(topicRouteData{QueueDatas: qds, BrokerDatas: ns.brokerDatas(),
+	body, err := json.Marshal(topicRouteData{QueueDatas: qds, BrokerDatas: ns.brokerDatas(down),
 		FilterServerTable: map[string]string{}})
 	if err != nil {
 		return command.NewResponse(req, command.SystemError, err.Error())
@@ -170,7 +208,7 @@ func (ns *nameServer) route(ctx context.Context, _ *Conn, req *command.RemotingC
 
 func (ns *nameServer) clusterInfo(_ context.Context, _ *Conn, req *command.RemotingCommand) *command.RemotingCommand {
 	table := map[string]brokerData{}
-	for _, bd := range ns.brokerDatas() {
+	for _, bd := range ns.brokerDatas(ns.cfg.Broker.DownNodes()) {
 		table[bd.BrokerName] = bd
 	}
 	body, err := json.Marshal(map[string]any{

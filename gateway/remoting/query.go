@@ -225,7 +225,9 @@ func (d *brokerDoor) sendBack(ctx context.Context, _ *Conn, req *command.Remotin
 		return reply(req, command.SystemError, err.Error())
 	}
 	if _, err := d.b.Produce(ctx, []broker.Message{bm}); err != nil {
-		return reply(req, command.SystemError, err.Error())
+		// Under the disk alarm the client's fallback send to %RETRY% is
+		// refused too; it then consumes the message again itself (5 s).
+		return d.produceFailed(req, err)
 	}
 	return reply(req, command.Success, "")
 }

@@ -49,7 +49,7 @@ func (d *brokerDoor) endTransaction(ctx context.Context, _ *Conn, req *command.R
 	ectx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
 	if err := d.b.EndTransaction(ectx, phys, how == txnCommit); err != nil {
-		return reply(req, produceCode(err), err.Error())
+		return d.produceFailed(req, err)
 	}
 	return reply(req, command.Success, "")
 }

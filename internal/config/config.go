@@ -85,7 +85,19 @@ type Config struct {
 	// segments go when it is larger or their data older.
 	RetentionBytes int64
 	RetentionAge   time.Duration
+
+	// Auth checks credentials on every door; false only for development.
+	Auth bool
+	// DefaultUser and DefaultPassword: the administrator a new cluster
+	// starts with. DefaultPassword is never logged.
+	DefaultUser, DefaultPassword string
+	// AuthFailuresPerMinute: failed logins per source address per minute
+	// before further attempts from it are refused unchecked.
+	AuthFailuresPerMinute int
 }
+
+// secretSettings are never shown by LogValue.
+var secretSettings = map[string]bool{"default-password": true}
 
 // Default returns the configuration of `conflux serve` with no flags,
 // except AdvertiseHost, which Resolve detects.
@@ -104,6 +116,11 @@ func Default() Config {
 		SegmentSizeBytes: DefaultSegmentSizeBytes,
 		RetentionBytes:   clog.DefaultRetentionBytes,
 		RetentionAge:     clog.DefaultRetentionAge,
+		Auth:             true,
+		DefaultUser:      "guest",
+		DefaultPassword:  "guest",
+
+		AuthFailuresPerMinute: 30,
 	}
 }
 
@@ -114,6 +131,7 @@ func Names() []string {
 		"config", "node-id", "data-dir", "raft-addr", "peers", "advertise-host",
 		"namesrv-addr", "broker-addr", "mqtt-addr", "mqtt-ws-addr", "amqp-addr", "http-addr",
 		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
+		"auth", "default-user", "default-password", "auth-failures-per-minute",
 	}
 }
 
@@ -143,6 +161,10 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.DiskFreeLimitBytes, "disk-free-limit-bytes", c.DiskFreeLimitBytes, "refuse producers while the data dir's file system has less free space (0: the larger of 1 GiB and two segments; -1: never)")
 	fs.Int64Var(&c.RetentionBytes, "retention-bytes", c.RetentionBytes, "delete the oldest commit-log segments while the log is larger than this")
 	fs.DurationVar(&c.RetentionAge, "retention-age", c.RetentionAge, "delete commit-log segments whose newest message is older than this")
+	fs.BoolVar(&c.Auth, "auth", c.Auth, "check credentials on every door (false: anyone may do anything; development only)")
+	fs.StringVar(&c.DefaultUser, "default-user", c.DefaultUser, "administrator a new cluster starts with (guest may connect from localhost only)")
+	fs.StringVar(&c.DefaultPassword, "default-password", c.DefaultPassword, "the default user's password (never logged)")
+	fs.IntVar(&c.AuthFailuresPerMinute, "auth-failures-per-minute", c.AuthFailuresPerMinute, "failed logins a source address may make per minute before it is refused unchecked")
 }
 
 // Source says which layer a setting came from.
@@ -251,6 +273,12 @@ func (c Config) Validate() error {
 	if c.RetentionBytes < 2*c.SegmentSizeBytes {
 		bad("--retention-bytes %d is less than two segments (--segment-size-bytes %d): the log could never roll", c.RetentionBytes, c.SegmentSizeBytes)
 	}
+	if c.DefaultUser == "" || c.DefaultPassword == "" {
+		bad("--default-user and --default-password must not be empty")
+	}
+	if c.AuthFailuresPerMinute < 1 {
+		bad("--auth-failures-per-minute %d must be at least 1", c.AuthFailuresPerMinute)
+	}
 	if c.RetentionAge <= 0 {
 		bad("--retention-age %s must be positive", c.RetentionAge)
 	}
@@ -294,6 +322,9 @@ func (c Config) Validate() error {
 // Warnings are settings that can work but probably are mistakes.
 func (c Config) Warnings() []string {
 	var out []string
+	if !c.Auth {
+		out = append(out, "--auth=false: credentials are not checked on any door; anyone who reaches a port may do anything (development only)")
+	}
 	if self, ok := c.Peers[c.NodeID]; ok && c.RaftAddr != "" {
 		_, want, err1 := net.SplitHostPort(self)
 		_, got, err2 := net.SplitHostPort(c.RaftAddr)
@@ -354,7 +385,9 @@ func (c Config) BrokerConfig(logger *slog.Logger, reg prometheus.Registerer) bro
 		Peers:    c.Peers,
 		Log: clog.Config{SegmentSizeBytes: c.SegmentSizeBytes,
 			RetentionBytes: c.RetentionBytes, RetentionAge: c.RetentionAge},
-		Disk:       broker.DiskConfig{FreeLimitBytes: c.DiskFreeLimitBytes},
+		Disk: broker.DiskConfig{FreeLimitBytes: c.DiskFreeLimitBytes},
+		Auth: broker.AuthConfig{Disabled: !c.Auth, DefaultUser: c.DefaultUser, DefaultPassword: c.DefaultPassword,
+			FailuresPerMinute: c.AuthFailuresPerMinute},
 		Logger:     logger,
 		Registerer: reg,
 	}
@@ -377,6 +410,9 @@ func (c Config) LogValue() slog.Value {
 	vals := c.Values()
 	attrs := make([]slog.Attr, 0, len(vals))
 	for _, kv := range vals {
+		if secretSettings[kv[0]] {
+			kv[1] = "(hidden)"
+		}
 		attrs = append(attrs, slog.String(kv[0], kv[1]))
 	}
 	return slog.GroupValue(attrs...)

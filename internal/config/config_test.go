@@ -140,7 +140,8 @@ func TestEnvNames(t *testing.T) {
 	for _, kv := range Default().Values()[1:] {
 		name := kv[0]
 		val := map[string]string{"node-id": "7", "peers": "7=h:1", "log-level": "error", "segment-size-bytes": "8192",
-			"disk-free-limit-bytes": "-1", "retention-bytes": "1048576", "retention-age": "1h0m0s"}[name]
+			"disk-free-limit-bytes": "-1", "retention-bytes": "1048576", "retention-age": "1h0m0s",
+			"auth": "false", "auth-failures-per-minute": "9"}[name]
 		if val == "" {
 			val = "h:5"
 		}
@@ -360,5 +361,24 @@ func TestBrokerConfig(t *testing.T) {
 	}
 	if err := b.WithDefaults().Validate(); err != nil {
 		t.Fatalf("broker rejects it: %v", err)
+	}
+}
+
+func TestSecretsAreNotLogged(t *testing.T) {
+	c, _ := mustParse(t, []string{"--default-password", "hunter2-secret"}, env())
+	var buf strings.Builder
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("start", "config", c)
+	if strings.Contains(buf.String(), "hunter2-secret") {
+		t.Fatalf("the default password is in the log line: %s", buf.String())
+	}
+	if !strings.Contains(buf.String(), `"default-password":"(hidden)"`) {
+		t.Fatalf("the log line does not say the password is hidden: %s", buf.String())
+	}
+}
+
+func TestAuthOffWarns(t *testing.T) {
+	c, _ := mustParse(t, []string{"--auth=false"}, env())
+	if len(c.Warnings()) == 0 || !strings.Contains(strings.Join(c.Warnings(), "\n"), "--auth=false") {
+		t.Fatalf("no warning for --auth=false: %q", c.Warnings())
 	}
 }
