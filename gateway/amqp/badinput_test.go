@@ -66,15 +66,21 @@ func (c *raw) expect(want frame.Method) frame.Method {
 // open does the handshake and opens channel 1.
 func (c *raw) open() {
 	c.t.Helper()
+	c.handshake(nil)
+	c.method(1, &frame.ChannelOpen{})
+	c.expect(&frame.ChannelOpenOk{})
+}
+
+// handshake connects with the client properties given, up to open-ok.
+func (c *raw) handshake(props frame.Table) {
+	c.t.Helper()
 	c.write(frame.ProtocolHeader[:])
 	c.expect(&frame.ConnectionStart{})
-	c.method(0, &frame.ConnectionStartOk{Mechanism: "PLAIN", Response: "\x00guest\x00guest", Locale: "en_US"})
+	c.method(0, &frame.ConnectionStartOk{ClientProperties: props, Mechanism: "PLAIN", Response: "\x00guest\x00guest", Locale: "en_US"})
 	c.expect(&frame.ConnectionTune{})
 	c.method(0, &frame.ConnectionTuneOk{ChannelMax: 10, FrameMax: 131072})
 	c.method(0, &frame.ConnectionOpen{VirtualHost: "/"})
 	c.expect(&frame.ConnectionOpenOk{})
-	c.method(1, &frame.ChannelOpen{})
-	c.expect(&frame.ChannelOpenOk{})
 }
 
 // closedWith expects connection.close with code, then the socket to end

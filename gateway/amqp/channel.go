@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
 )
@@ -27,6 +28,9 @@ type channel struct {
 	confirm    bool
 	publishSeq uint64 // confirm mode: the tag of the last publish
 	pipe       *pipe
+	// refused: the pipe refused a publish without confirms (the disk
+	// alarm); the channel closes with this error (alarm.go).
+	refused atomic.Pointer[amqpError]
 
 	tx      bool
 	txPubs  []*publishing
@@ -68,6 +72,13 @@ func (ch *channel) method(m frame.Method) error {
 	}
 	if err := ch.afterPublishes(m); err != nil {
 		return err
+	}
+	// A publish before this method was refused: the client hears of it
+	// before any answer to what followed (unless it is closing anyway).
+	if e := ch.refused.Load(); e != nil {
+		if _, closing := m.(*frame.ChannelClose); !closing {
+			return ch.fail(e)
+		}
 	}
 	err := ch.run(m)
 	var ae *amqpError

@@ -59,6 +59,20 @@ type conn struct {
 	// connection's pipes (MaxUnconfirmedBytes): a full budget stops
 	// reading the socket.
 	unconfirmed *semaphore.Weighted
+
+	// bmu orders connection.blocked and unblocked (alarm.go): open is set
+	// once the handshake is over, blocked says what the client was told.
+	bmu     sync.Mutex
+	open    bool
+	blocked bool
+
+	// refusals: a pipe refused a publish of a channel without confirms;
+	// the reader closes that channel (alarm.go). wake interrupts the
+	// reader's wait for the next frame so it does not wait for the client.
+	refusals atomic.Bool
+	idleMu   sync.Mutex
+	idle     bool // the reader waits for a frame's first byte
+	woken    bool // wake moved the read deadline to cut that wait short
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -101,6 +115,10 @@ func (c *conn) serve() {
 	if c.heartbeat > 0 {
 		go c.heartbeats()
 	}
+	c.bmu.Lock()
+	c.open = true
+	c.bmu.Unlock()
+	c.syncBlocked() // an alarm on before open-ok
 	err := c.readLoop()
 	var ae *amqpError
 	if errors.As(err, &ae) {
@@ -163,6 +181,7 @@ func (c *conn) handshake() error {
 	caps := frame.Table{
 		"publisher_confirms": true, "exchange_exchange_bindings": true, "basic.nack": true,
 		"consumer_cancel_notify": true, "authentication_failure_close": true, "per_consumer_qos": true,
+		"connection.blocked": true, // sent on the disk alarm (alarm.go)
 	}
 	start := &frame.ConnectionStart{VersionMajor: 0, VersionMinor: 9, ServerProperties: frame.Table{
 		"product": "Conflux", "version": "0.1", "platform": "Go " + runtime.Version(),
@@ -272,10 +291,25 @@ func (c *conn) heartbeats() {
 }
 
 func (c *conn) readLoop() error {
+	woken := false
 	for {
+		if c.refusals.Load() && c.refusals.Swap(false) {
+			if err := c.failRefused(); err != nil {
+				return err
+			}
+		}
 		if c.heartbeat > 0 {
 			// Two missed heartbeats (any frame counts) and the peer is gone.
 			_ = c.nc.SetReadDeadline(time.Now().Add(2 * c.heartbeat))
+		} else if woken {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		var err error
+		if woken, err = c.awaitFrame(); err != nil {
+			return frameErr(err)
+		}
+		if woken {
+			continue
 		}
 		f, err := frame.ReadFrame(c.r, c.frameMax)
 		if err != nil {
@@ -284,6 +318,45 @@ func (c *conn) readLoop() error {
 		if err := c.dispatch(f); err != nil {
 			return err
 		}
+	}
+}
+
+// awaitFrame waits for the first byte of the next frame, unless wake cuts
+// the wait short (woken). Only this wait may be cut: a deadline that hit
+// inside ReadFrame would lose half a frame, so wake moves the deadline
+// only while the reader is idle here, and the caller sets it again before
+// reading on.
+func (c *conn) awaitFrame() (woken bool, err error) {
+	if c.r.Buffered() > 0 {
+		return false, nil
+	}
+	c.idleMu.Lock()
+	if c.refusals.Load() { // set before a wake that found us busy
+		c.idleMu.Unlock()
+		return true, nil
+	}
+	c.idle = true
+	c.idleMu.Unlock()
+	_, err = c.r.Peek(1)
+	c.idleMu.Lock()
+	c.idle = false
+	woken, c.woken = c.woken, false
+	c.idleMu.Unlock()
+	if woken {
+		// The error is our own deadline, or one the next wait meets again.
+		return true, nil
+	}
+	return false, err
+}
+
+// wake makes the reader look at refusals now, not at the client's next
+// frame: the client may be waiting for us.
+func (c *conn) wake() {
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	if c.idle && !c.woken {
+		c.woken = true
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 

@@ -445,6 +445,9 @@ func (s *Server) settleDeliveries(ctx context.Context, us []*unacked, kind settl
 					for _, rest := range order[i:] {
 						s.release(rest.topic(), by[rest])
 					}
+					if errors.Is(err, broker.ErrDiskFull) {
+						return diskFullErr("not dead-lettered, requeued", err)
+					}
 					return internalErr(err)
 				}
 			}

@@ -35,6 +35,11 @@
 //     "site1.dev42.temp" (a RocketMQ message: "<topic>.<tag>").
 //   - A publish with x-delay to an x-delayed-message exchange waits in the
 //     core's timers (delayed.go) and is routed when due.
+//   - The core's disk alarm is RabbitMQ's (alarm.go): clients that
+//     announce the capability get connection.blocked and unblocked; a
+//     publish the broker refuses (broker.ErrDiskFull) is nacked in confirm
+//     mode and closes its channel with 506 otherwise; a tx.commit fails
+//     with 506 and stores nothing. Everything else goes on.
 //   - basic.ack settles offsets in the subscription; reject, nack and
 //     recover with requeue release them for redelivery (redelivered=true);
 //     without requeue the message is dead-lettered through the queue's

@@ -33,8 +33,18 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 
 func startNode(t *testing.T, tune func(*Config)) *node {
 	t.Helper()
-	b, err := broker.Open(broker.Config{DataDir: t.TempDir(), Log: clog.Config{SegmentSizeBytes: 4 << 20},
-		Raft: raft.Config{TickInterval: 20 * time.Millisecond}})
+	return startNodeWith(t, nil, tune)
+}
+
+// startNodeWith is startNode with the broker's config tuned too.
+func startNodeWith(t *testing.T, tuneBroker func(*broker.Config), tune func(*Config)) *node {
+	t.Helper()
+	bcfg := broker.Config{DataDir: t.TempDir(), Log: clog.Config{SegmentSizeBytes: 4 << 20},
+		Raft: raft.Config{TickInterval: 20 * time.Millisecond}}
+	if tuneBroker != nil {
+		tuneBroker(&bcfg)
+	}
+	b, err := broker.Open(bcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
 package amqp
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -110,5 +112,111 @@ func TestPika(t *testing.T) {
 		if err := d.Ack(false); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// pikaAlarmScript publishes with confirms through the disk alarm. It
+// prints "ready" once connected, "refused <how>" after publishing under
+// the alarm, then the JSON of what it saw; the test turns the disk.
+const pikaAlarmScript = `
+import json, sys, time, pika
+params = pika.URLParameters(sys.argv[1])
+params.blocked_connection_timeout = 60
+conn = pika.BlockingConnection(params)
+events = []
+conn.add_on_connection_blocked_callback(lambda c, m: events.append(["blocked", m.method.reason]))
+conn.add_on_connection_unblocked_callback(lambda c, m: events.append(["unblocked", ""]))
+ch = conn.channel()
+ch.queue_declare(queue="pika.alarm", durable=True)
+ch.confirm_delivery()
+ch.basic_publish(exchange="", routing_key="pika.alarm", body=b"before")
+print("ready", flush=True)
+def wait_for(kind):
+    deadline = time.monotonic() + 20
+    while not any(e[0] == kind for e in events):
+        if time.monotonic() > deadline:
+            sys.exit("no connection.%s" % kind)
+        conn.process_data_events(time_limit=0.05)
+wait_for("blocked")
+try:
+    ch.basic_publish(exchange="", routing_key="pika.alarm", body=b"refused")
+    refused = "acked"
+except pika.exceptions.NackError:
+    refused = "nacked"
+print("refused " + refused, flush=True)
+wait_for("unblocked")
+ch.basic_publish(exchange="", routing_key="pika.alarm", body=b"after")
+print(json.dumps({"events": events, "refused": refused}), flush=True)
+conn.close()
+`
+
+// TestPikaDiskAlarm: pika's BlockingConnection hears connection.blocked
+// and unblocked, a confirmed publish under the alarm raises NackError,
+// and publishing works again once space is back.
+func TestPikaDiskAlarm(t *testing.T) {
+	needPika(t)
+	n, disk := startDiskNode(t)
+	cmd := exec.Command(debianPython, "-c", pikaAlarmScript, n.url+"%2F")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("pika ended before %s", what)
+			}
+			return l
+		case <-time.After(30 * time.Second):
+			t.Fatalf("pika: no %s", what)
+		}
+		return ""
+	}
+	if l := next("ready"); l != "ready" {
+		t.Fatalf("pika: %q, want ready", l)
+	}
+	disk.free.Store(diskLow)
+	if l := next("the publish under the alarm"); l != "refused nacked" {
+		t.Fatalf("pika under the alarm: %q, want a NackError", l)
+	}
+	disk.free.Store(diskRoom)
+	var res struct {
+		Events  [][]string
+		Refused string
+	}
+	if l := next("the result"); json.Unmarshal([]byte(l), &res) != nil {
+		t.Fatalf("pika output %q", l)
+	}
+	if len(res.Events) != 2 || res.Events[0][0] != "blocked" || !strings.Contains(res.Events[0][1], "low on disk space") ||
+		res.Events[1][0] != "unblocked" {
+		t.Fatalf("pika saw %v, want blocked with the reason, then unblocked", res.Events)
+	}
+	ch := openCh(t, dial(t, n.url))
+	for _, want := range []string{"before", "after"} {
+		d, ok, err := ch.Get("pika.alarm", false)
+		if err != nil || !ok || string(d.Body) != want {
+			t.Fatalf("after pika: ok %v err %v body %q, want %q", ok, err, d.Body, want)
+		}
+	}
+	if _, ok, err := ch.Get("pika.alarm", false); ok || err != nil {
+		t.Fatalf("after pika: more than was confirmed (ok %v, err %v)", ok, err)
 	}
 }

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,19 +22,21 @@ const (
 
 // publishing is one basic.publish with its content.
 type publishing struct {
-	m        *frame.BasicPublish
-	size     uint64
-	haveHdr  bool
-	props    []byte
-	body     []byte
-	tag      uint64 // confirm mode: its delivery tag
-	queues   []*queueDef
-	delay    time.Duration // x-delay on a delayed-message exchange
-	due      time.Time
-	vhost    string
-	barrier  chan struct{} // a method waiting for everything before it
-	takeErr  bool          // tx.commit: the barrier takes the produce error since the last one
-	produced error         // set by the pipe for a takeErr barrier
+	m       *frame.BasicPublish
+	size    uint64
+	haveHdr bool
+	props   []byte
+	body    []byte
+	tag     uint64 // confirm mode: its delivery tag
+	queues  []*queueDef
+	delay   time.Duration // x-delay on a delayed-message exchange
+	due     time.Time
+	vhost   string
+	barrier chan struct{} // a method waiting for everything before it
+	// tx: a committed transaction's publishes, stored by the pipe with
+	// its barrier in one Produce call; produced is that call's error.
+	tx       []*publishing
+	produced error
 }
 
 func (ch *channel) startPublish(m *frame.BasicPublish) error {
@@ -202,9 +205,9 @@ func (p *publishing) message() broker.Message {
 // call, and sends their returns and confirms in the same order.
 type pipe struct {
 	ch *channel
-	// failed keeps a produce error until the next tx.commit barrier
-	// reads it: the transaction's publishes may span several batches.
-	failed error
+	// refused: the disk alarm refused a publish without confirms and the
+	// channel is closing for it (alarm.go); nothing after it is stored.
+	refused error
 	// pushed and finished count publishes in and answered: equal when
 	// nothing is in the pipe.
 	pushed, finished atomic.Uint64
@@ -284,22 +287,55 @@ func (p *pipe) run() {
 	}
 }
 
+// routed: the publish has somewhere to be stored.
+func (x *publishing) routed() bool { return len(x.queues) > 0 || x.delay > 0 }
+
 func (p *pipe) produce(batch []*publishing) {
 	c := p.ch.c
-	msgs := make([]broker.Message, 0, len(batch))
+	// A transaction's publishes go into the same Produce call as what
+	// came before its barrier: the disk alarm refuses a call whole, so
+	// a transaction is stored whole or not at all.
+	pubs := make([]*publishing, 0, len(batch))
 	for _, x := range batch {
-		if x.barrier == nil && (len(x.queues) > 0 || x.delay > 0) {
+		if x.barrier == nil {
+			pubs = append(pubs, x)
+		}
+		pubs = append(pubs, x.tx...)
+	}
+	msgs := make([]broker.Message, 0, len(pubs))
+	for _, x := range pubs {
+		if x.routed() {
 			msgs = append(msgs, x.message())
 		}
 	}
 	var err error
-	if len(msgs) > 0 {
+	switch {
+	case len(msgs) == 0:
+	case p.refused != nil:
+		err = p.refused
+	default:
 		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.CommitTimeout)
 		_, err = c.s.b.Produce(ctx, msgs)
 		cancel()
-		if err != nil {
-			p.failed = err
+		switch {
+		case errors.Is(err, broker.ErrDiskFull):
+			// The broker logged the alarm; every refused batch would flood.
+			c.s.log.Debug("amqp publish refused by the disk alarm", "conn", c.id, "messages", len(msgs), "err", err)
+		case err != nil:
 			c.s.log.Warn("amqp publish not stored", "conn", c.id, "messages", len(msgs), "err", err)
+		}
+	}
+	if errors.Is(err, broker.ErrDiskFull) && p.refused == nil {
+		// Without confirms the client cannot be told which message was
+		// refused: its channel closes, the pipe stores nothing more.
+		for _, x := range batch {
+			if x.barrier == nil && x.tag == 0 && x.routed() {
+				p.refused = err
+				e := diskFullErr("publish refused", err)
+				e.classID, e.methodID = 60, 40
+				p.ch.refuse(e)
+				break
+			}
 		}
 	}
 	var out []byte
@@ -310,11 +346,8 @@ func (p *pipe) produce(batch []*publishing) {
 			ackTo = 0
 		}
 	}
-	for _, x := range batch {
-		if x.barrier != nil {
-			continue
-		}
-		if len(x.queues) == 0 && x.delay == 0 && x.m.Mandatory && err == nil {
+	for _, x := range pubs {
+		if !x.routed() && x.m.Mandatory && err == nil {
 			flushAcks()
 			out = frame.AppendMethodFrame(out, p.ch.id, &frame.BasicReturn{ReplyCode: codeNoRoute, ReplyText: "NO_ROUTE",
 				Exchange: x.m.Exchange, RoutingKey: x.m.RoutingKey})
@@ -336,9 +369,7 @@ func (p *pipe) produce(batch []*publishing) {
 	}
 	for _, x := range batch {
 		if x.barrier != nil {
-			if x.takeErr {
-				x.produced, p.failed = p.failed, nil
-			}
+			x.produced = err
 			close(x.barrier)
 		}
 	}
@@ -362,24 +393,26 @@ func appendContent(out []byte, ch uint16, props, body []byte, frameMax uint32) [
 	return out
 }
 
-// commitTx stores the transaction's publishes (in one pass of the pipe,
-// after everything published before) and settles its acks.
+// commitTx stores the transaction's publishes (in one Produce call of
+// the pipe, after everything published before) and settles its acks.
+// The transaction's bytes were bounded as it grew (maxTxBytes), so its
+// barrier weighs nothing against MaxUnconfirmedBytes, and the reader
+// waits for it anyway.
 func (ch *channel) commitTx() error {
 	pubs, acks := ch.txPubs, ch.txAcks
 	ch.txPubs, ch.txAcks, ch.txBytes = nil, nil, 0
 	if len(pubs) > 0 {
-		pp := ch.pipeFor()
-		for _, x := range pubs {
-			pp.push(x)
-		}
-		b := &publishing{barrier: make(chan struct{}), takeErr: true}
-		pp.push(b)
+		b := &publishing{barrier: make(chan struct{}), tx: pubs}
+		ch.pipeFor().push(b)
 		select {
 		case <-b.barrier:
 		case <-ch.c.ctx.Done():
 			return ch.c.ctx.Err()
 		}
-		if b.produced != nil {
+		switch {
+		case errors.Is(b.produced, broker.ErrDiskFull):
+			return diskFullErr("tx.commit refused, nothing stored", b.produced)
+		case b.produced != nil:
 			return internalErr(b.produced)
 		}
 	}

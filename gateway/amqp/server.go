@@ -42,6 +42,9 @@ type Server struct {
 	// released is closed (and replaced) when this node hands deliveries
 	// back, so idle consumers look again at once.
 	released chan struct{}
+	// alarm is the broker's disk alarm as watchDisk last saw it (nil:
+	// clear), for connection.blocked (alarm.go).
+	alarm atomic.Pointer[alarmState]
 }
 
 // New checks cfg and builds a server; Serve starts it on a listener.
@@ -57,9 +60,10 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go s.ackLoop()
 	s.removeRouter = cfg.Broker.AddRouter(s.routeForeign)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.announce()
 	go s.watchLeadership()
+	go s.watchDisk()
 	return s, nil
 }
 
