@@ -69,6 +69,14 @@ func (b *Broker) Produce(ctx context.Context, msgs []Message) ([]Result, error) 
 	return b.produce(ctx, msgs)
 }
 
+// ProduceCopies stores a door's copies of messages the broker already
+// holds (AMQP dead letters and expired messages): Produce without the disk
+// alarm. They are bounded by what is stored, and refusing them would block
+// the acknowledgements and expiries that cause them.
+func (b *Broker) ProduceCopies(ctx context.Context, msgs []Message) ([]Result, error) {
+	return b.produce(ctx, msgs)
+}
+
 // produce is Produce without the disk alarm, for the broker's own copies
 // of messages it already stores (dead letters): they are bounded by what
 // is stored, and refusing them would block acks.

@@ -49,7 +49,10 @@ func (s *Server) deadLetter(ctx context.Context, q *queueDef, phys []uint64, rea
 	if len(msgs) == 0 {
 		return nil
 	}
-	_, err := s.b.Produce(ctx, msgs)
+	// Dead letters are copies of stored messages: the disk alarm does not
+	// refuse them (core/broker's ProduceCopies), so rejects and expiries
+	// go on while publishers are blocked, as in RabbitMQ.
+	_, err := s.b.ProduceCopies(ctx, msgs)
 	return err
 }
 
