@@ -149,6 +149,10 @@ func TestMQTTRules(t *testing.T) {
 	if !admin.AllowMQTT("c", "anything/#", true) {
 		t.Error("an administrator was refused")
 	}
+	admin.MQTT = []TopicRule{{Allow: false, Action: ActSubscribe, Filter: "test/nosubscribe"}, {Allow: true, Action: ActAll, Filter: "#"}}
+	if admin.AllowMQTT("c", "test/nosubscribe", true) || !admin.AllowMQTT("c", "test/other", true) {
+		t.Error("an administrator's own MQTT rules were not applied")
+	}
 }
 
 func TestAMQPPermissions(t *testing.T) {

@@ -37,5 +37,8 @@
 //     DENY, with defaults for unnamed topics and groups, as plain_acl.yml
 //     has them.
 //
-// Administrators may do everything on every door.
+// Administrators may do everything on every door, except where they have
+// MQTT rules or RocketMQ permissions of their own: then those are checked
+// for them too (so the default administrator can be given, say, a topic it
+// may not subscribe to).
 package auth

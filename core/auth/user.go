@@ -194,7 +194,7 @@ func (r TopicRule) validate() error {
 // true). For a subscription the rule's filter must cover the whole
 // requested filter.
 func (u User) AllowMQTT(clientID, topic string, subscribe bool) bool {
-	if u.IsAdmin() {
+	if u.IsAdmin() && len(u.MQTT) == 0 {
 		return true
 	}
 	for _, r := range u.MQTT {
@@ -254,6 +254,10 @@ type RocketPerms struct {
 	Groups       map[string]string `json:"groupPerms,omitempty"`
 }
 
+func (r RocketPerms) empty() bool {
+	return r.DefaultTopic == "" && r.DefaultGroup == "" && len(r.Topics) == 0 && len(r.Groups) == 0
+}
+
 func validPerm(p string) bool {
 	switch p {
 	case "", PermDeny, PermPub, PermSub, PermPubSub:
@@ -285,7 +289,7 @@ func permHas(p, want string) bool {
 // AllowRocketTopic reports whether the user may publish (want PUB) or
 // subscribe (want SUB) to topic.
 func (u User) AllowRocketTopic(topic, want string) bool {
-	if u.IsAdmin() {
+	if u.IsAdmin() && u.Rocket.empty() {
 		return true
 	}
 	p, ok := u.Rocket.Topics[topic]
@@ -298,7 +302,7 @@ func (u User) AllowRocketTopic(topic, want string) bool {
 // AllowRocketGroup reports whether the user may use a consumer group (want
 // SUB) or producer group (want PUB).
 func (u User) AllowRocketGroup(group, want string) bool {
-	if u.IsAdmin() {
+	if u.IsAdmin() && u.Rocket.empty() {
 		return true
 	}
 	p, ok := u.Rocket.Groups[group]
