@@ -24,6 +24,7 @@ import (
 
 	"github.com/conflux-mq/conflux/core/broker"
 	clog "github.com/conflux-mq/conflux/core/log"
+	"github.com/conflux-mq/conflux/internal/tlsconf"
 )
 
 // Defaults, as in DESIGN.md's "Command line and ports" table.
@@ -38,6 +39,9 @@ const (
 	DefaultAMQPAddr         = ":5672"
 	DefaultHTTPAddr         = ":8080"
 	DefaultSegmentSizeBytes = clog.DefaultSegmentSizeBytes // 1 GiB
+	DefaultMQTTTLSAddr      = ":8883"
+	DefaultMQTTWSSAddr      = ":8084"
+	DefaultAMQPTLSAddr      = ":5671"
 
 	// EnvPrefix starts every setting's environment variable.
 	EnvPrefix = "CONFLUX_"
@@ -94,6 +98,19 @@ type Config struct {
 	// AuthFailuresPerMinute: failed logins per source address per minute
 	// before further attempts from it are refused unchecked.
 	AuthFailuresPerMinute int
+
+	// TLS: one certificate for every TLS listener and the API.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+	TLSClientAuth                      string // none, request or require
+	// TLS listeners, on when a certificate is set; "" disables one.
+	MQTTTLSAddr, MQTTWSSAddr, AMQPTLSAddr string
+	// PeerTLS: mutual TLS between Raft peers (the same files).
+	PeerTLS bool
+	// MQTTCertLogin: an MQTT client with a verified certificate logs in
+	// as the certificate's common name, without a password.
+	MQTTCertLogin bool
+	// MetricsAuth puts /metrics behind the admin API's credentials.
+	MetricsAuth bool
 }
 
 // secretSettings are never shown by LogValue.
@@ -121,6 +138,10 @@ func Default() Config {
 		DefaultPassword:  "guest",
 
 		AuthFailuresPerMinute: 30,
+		TLSClientAuth:         "none",
+		MQTTTLSAddr:           DefaultMQTTTLSAddr,
+		MQTTWSSAddr:           DefaultMQTTWSSAddr,
+		AMQPTLSAddr:           DefaultAMQPTLSAddr,
 	}
 }
 
@@ -132,6 +153,8 @@ func Names() []string {
 		"namesrv-addr", "broker-addr", "mqtt-addr", "mqtt-ws-addr", "amqp-addr", "http-addr",
 		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
 		"auth", "default-user", "default-password", "auth-failures-per-minute",
+		"tls-cert-file", "tls-key-file", "tls-ca-file", "tls-client-auth",
+		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "metrics-auth",
 	}
 }
 
@@ -165,6 +188,21 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DefaultUser, "default-user", c.DefaultUser, "administrator a new cluster starts with (guest may connect from localhost only)")
 	fs.StringVar(&c.DefaultPassword, "default-password", c.DefaultPassword, "the default user's password (never logged)")
 	fs.IntVar(&c.AuthFailuresPerMinute, "auth-failures-per-minute", c.AuthFailuresPerMinute, "failed logins a source address may make per minute before it is refused unchecked")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate for every TLS listener and the HTTPS API (reloaded on change or SIGHUP)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of --tls-cert-file")
+	fs.StringVar(&c.TLSCAFile, "tls-ca-file", c.TLSCAFile, "PEM CA certificates that client and peer certificates must chain to")
+	fs.StringVar(&c.TLSClientAuth, "tls-client-auth", c.TLSClientAuth, "client certificates: none, request (verified if sent) or require")
+	fs.StringVar(&c.MQTTTLSAddr, "mqtt-tls-addr", c.MQTTTLSAddr, "MQTT over TLS, when a certificate is set (empty: disabled)")
+	fs.StringVar(&c.MQTTWSSAddr, "mqtt-wss-addr", c.MQTTWSSAddr, "MQTT over secure WebSocket, when a certificate is set (empty: disabled)")
+	fs.StringVar(&c.AMQPTLSAddr, "amqp-tls-addr", c.AMQPTLSAddr, "AMQPS, when a certificate is set (empty: disabled)")
+	fs.BoolVar(&c.PeerTLS, "peer-tls", c.PeerTLS, "mutual TLS between Raft peers with --tls-cert-file, --tls-key-file and --tls-ca-file")
+	fs.BoolVar(&c.MQTTCertLogin, "mqtt-cert-login", c.MQTTCertLogin, "an MQTT client with a verified client certificate logs in as its common name, without a password")
+	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "require an administrator's credentials for /metrics too")
+}
+
+// TLS is the TLS configuration of the listeners.
+func (c Config) TLS() tlsconf.Config {
+	return tlsconf.Config{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, CAFile: c.TLSCAFile, ClientAuth: c.TLSClientAuth}
 }
 
 // Source says which layer a setting came from.
@@ -276,6 +314,15 @@ func (c Config) Validate() error {
 	if c.DefaultUser == "" || c.DefaultPassword == "" {
 		bad("--default-user and --default-password must not be empty")
 	}
+	if err := c.TLS().Validate(); err != nil {
+		bad("%v", err)
+	}
+	if c.PeerTLS && (c.TLSCertFile == "" || c.TLSCAFile == "") {
+		bad("--peer-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file")
+	}
+	if c.MQTTCertLogin && c.TLSCAFile == "" {
+		bad("--mqtt-cert-login needs --tls-ca-file (client certificates must be verified)")
+	}
 	if c.AuthFailuresPerMinute < 1 {
 		bad("--auth-failures-per-minute %d must be at least 1", c.AuthFailuresPerMinute)
 	}
@@ -347,6 +394,13 @@ func (c Config) listeners() []listener {
 	} {
 		if l.addr != "" {
 			out = append(out, l)
+		}
+	}
+	if c.TLS().Enabled() {
+		for _, l := range []listener{{"mqtt-tls-addr", c.MQTTTLSAddr}, {"mqtt-wss-addr", c.MQTTWSSAddr}, {"amqp-tls-addr", c.AMQPTLSAddr}} {
+			if l.addr != "" {
+				out = append(out, l)
+			}
 		}
 	}
 	return out
