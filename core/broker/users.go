@@ -31,7 +31,8 @@ import (
 // a node is usable the moment it starts.
 //
 // guest may log in from loopback addresses only (RabbitMQ's rule), so the
-// well-known default password is no risk on a network.
+// well-known default password is no risk on a network. The default user's
+// RocketMQ secret key is its password.
 
 const (
 	authNamespace   = "auth"
@@ -325,6 +326,10 @@ func (b *Broker) createDefaultUser() error {
 	}
 	u := defaultUser(c.DefaultUser)
 	u.PasswordHash = h
+	// RocketMQ clients sign with a secret key, not a password: the default
+	// user's is its password, so every door works with one credential
+	// pair from the start (docs/security.md).
+	u.RocketSecret = c.DefaultPassword
 	u.VHosts = map[string]auth.VHostPerm{"/": {Configure: ".*", Write: ".*", Read: ".*"}}
 	v, err := u.Encode()
 	if err != nil {
