@@ -131,7 +131,11 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 	}
 	project := fmt.Sprintf("conflux-test-%d", os.Getpid())
 	image := project + ":image"
-	env := []string{"CONFLUX_IMAGE=" + image, "CONFLUX_SUBNET=" + subnet}
+	// The cluster's own administrator: clients here are not on the nodes'
+	// loopback, where guest would be allowed.
+	const user, password = "compose-admin", "compose-secret"
+	env := []string{"CONFLUX_IMAGE=" + image, "CONFLUX_SUBNET=" + subnet, "CONFLUX_USER=" + user, "CONFLUX_PASSWORD=" + password}
+	creds := primitive.Credentials{AccessKey: user, SecretKey: password} // the default user's secret key is its password
 	hosts := []string{subnet + ".11", subnet + ".12", subnet + ".13"}
 
 	// The image: the static binary and the Dockerfile, nothing else.
@@ -195,7 +199,8 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 		ns = append(ns, h+":9876")
 	}
 	p, err := rocketmq.NewProducer(producer.WithNsResolver(primitive.NewPassthroughResolver(ns)),
-		producer.WithGroupName("compose_pg"), producer.WithSendMsgTimeout(3*time.Second), producer.WithRetry(3))
+		producer.WithGroupName("compose_pg"), producer.WithSendMsgTimeout(3*time.Second), producer.WithRetry(3),
+		producer.WithCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +237,7 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 	}
 	// AMQP too: confirmed publishes through a follower before the kill,
 	// consumed from whichever node leads at the end.
-	amqpURL := func(i int) string { return "amqp://guest:guest@" + hosts[i] + ":5672/" }
+	amqpURL := func(i int) string { return "amqp://" + user + ":" + password + "@" + hosts[i] + ":5672/" }
 	const amqpQueue, amqpCount = "compose-q", 50
 	func() {
 		conn, err := amqp091.DialConfig(amqpURL((leader+1)%3), amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
@@ -303,7 +308,8 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 	var mu sync.Mutex
 	at := map[string][]string{}
 	c, err := rocketmq.NewPushConsumer(consumer.WithNsResolver(primitive.NewPassthroughResolver(ns)),
-		consumer.WithGroupName("compose_cg"), consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset))
+		consumer.WithGroupName("compose_cg"), consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
+		consumer.WithCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
