@@ -132,22 +132,7 @@ func readCheckpoint(fs vfs.FS, name string) (checkpoint, error) {
 }
 
 func writeCheckpoint(fs vfs.FS, name string, ck checkpoint) error {
-	tmp := name + ".tmp"
-	f, err := fs.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, werr := f.WriteAt(encodeCheckpoint(ck), 0)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return fmt.Errorf("log: write checkpoint: %w", werr)
-	}
-	if err := fs.Rename(tmp, name); err != nil {
+	if err := replaceFile(fs, name, encodeCheckpoint(ck)); err != nil {
 		return err
 	}
 	return fs.SyncDir(vfs.Dir(name))

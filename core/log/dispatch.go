@@ -30,7 +30,8 @@ type DispatchConfig struct {
 // Dispatcher turns committed entries into consume-queue units (one per
 // message destination: store once, index many) and key/id index entries.
 // One goroutine calls Dispatch, Checkpoint and Trim; reads (Queue, Query*)
-// are safe from any goroutine.
+// are safe from any goroutine. After a failed dispatch or sync every write
+// refuses: reopen with OpenDispatcher, which recovers from the checkpoint.
 type Dispatcher struct {
 	// mu keeps readers off the stores while Reset swaps them (the writer
 	// methods run on one goroutine, as Reset does, and need no lock).
@@ -47,6 +48,12 @@ type Dispatcher struct {
 	since int        // entries since the last checkpoint
 	it    batch.Iterator
 	key   []byte
+	// failed is the first error that left the queues or the index partly
+	// written (a dispatch that stopped inside an entry) or not known to be
+	// durable (a failed sync). Dispatching that entry again would index its
+	// messages twice, so every later write refuses; OpenDispatcher
+	// recovers from the last checkpoint.
+	failed error
 }
 
 // OpenDispatcher opens the consume queues and index of l and recovers them
@@ -154,6 +161,9 @@ func (d *Dispatcher) recover(ck checkpoint) error {
 // DispatchTo dispatches every committed entry after the last dispatched one
 // up to index hi.
 func (d *Dispatcher) DispatchTo(hi uint64) error {
+	if d.failed != nil {
+		return d.refuse()
+	}
 	hi = min(hi, d.log.Committed(), d.log.DurableIndex())
 	if hi <= d.index {
 		return nil
@@ -165,12 +175,15 @@ func (d *Dispatcher) DispatchTo(hi uint64) error {
 // Entries that are not message batches (conf changes, empty entries, other
 // kinds) only move the dispatch position.
 func (d *Dispatcher) Dispatch(r Record) error {
+	if d.failed != nil {
+		return d.refuse()
+	}
 	if r.Index != d.index+1 {
 		return fmt.Errorf("log: dispatch of entry %d after %d", r.Index, d.index)
 	}
 	if r.Type == raftpb.EntryNormal && len(r.Data) >= batch.HeaderBytes {
 		if err := d.dispatchBatch(r); err != nil {
-			return err
+			return d.fail(err)
 		}
 	}
 	d.index, d.end = r.Index, r.Offset+uint64(align8(int64(len(r.Data))))
@@ -232,11 +245,14 @@ func keyIndexKey(dst, topic, key []byte) []byte {
 // Checkpoint makes the queues and the index durable and records how far
 // they reach, with every queue's end.
 func (d *Dispatcher) Checkpoint() error {
+	if d.failed != nil {
+		return d.refuse()
+	}
 	if err := d.cq.Sync(); err != nil {
-		return err
+		return d.fail(err)
 	}
 	if err := d.idx.Sync(); err != nil {
-		return err
+		return d.fail(err)
 	}
 	ck := checkpoint{index: d.index, end: d.end, next: map[cq.QueueID]uint64{}}
 	if last, ok := d.idx.LastOffset(); ok {
@@ -246,11 +262,24 @@ func (d *Dispatcher) Checkpoint() error {
 		_, next, _ := d.cq.Range(q.Topic, q.Queue)
 		ck.next[q] = next
 	}
+	// A checkpoint that could not be written leaves the previous one,
+	// which is still true: the next Checkpoint may simply try again.
 	if err := writeCheckpoint(d.fs, d.ckptName(), ck); err != nil {
 		return err
 	}
 	d.ckpt, d.since = ck, 0
 	return nil
+}
+
+func (d *Dispatcher) fail(err error) error {
+	if d.failed == nil {
+		d.failed = err
+	}
+	return err
+}
+
+func (d *Dispatcher) refuse() error {
+	return fmt.Errorf("log: dispatcher unusable after a failed write, reopen to recover: %w", d.failed)
 }
 
 // Trim drops queue units and index entries that point below the log's
@@ -284,7 +313,7 @@ func (d *Dispatcher) Reset() error {
 		return err
 	}
 	first, _ := d.log.FirstIndex()
-	d.index, d.end, d.since = first-1, d.log.StartOffset(), 0
+	d.index, d.end, d.since, d.failed = first-1, d.log.StartOffset(), 0, nil
 	return d.Checkpoint()
 }
 

@@ -111,6 +111,21 @@
 //     cut) is zeroed and synced, so a record after a torn one does not come
 //     back. Only bytes that were never synced can be lost this way; the owner
 //     checks that the log still reaches its durable commit index.
+//   - The tail is then synced: records that a killed process wrote but never
+//     synced are still in the page cache, the scan finds them, and from now
+//     on they count as durable (raft acknowledges every stored entry).
+//
+// # Full disk
+//
+// A write refused for lack of space (vfs.IsNoSpace) returns an error that
+// says so and leaves the log usable: the owner frees space and calls Append
+// again with the same first index, which replaces whatever the failed call
+// left. A segment or .idx file whose creation failed is removed at once. A
+// failed fsync is different: the Log refuses every later write
+// (ErrSyncFailed) and must be reopened. The Dispatcher refuses every later
+// write after a failure that may have left part of an entry in the queues
+// or the index, or a failed sync (a failed checkpoint write excepted); it
+// recovers when opened again.
 //
 // # Concurrency
 //

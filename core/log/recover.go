@@ -293,7 +293,14 @@ func (l *Log) recoverTail(t *segment) error {
 	if lastNonZero := lastNonZeroEnd(t.data[:window], end); lastNonZero > end {
 		l.cfg.Logger.Warn("cutting the commit log at a torn or damaged record",
 			"file", t.name, "position", end, "last_valid_index", t.lastIndex(), "reason", cut, "bytes_dropped", lastNonZero-end)
-		return l.zero(t, end, lastNonZero)
+		return l.zero(t, end, lastNonZero) // syncs
+	}
+	// Records that a killed process wrote but never synced are still in
+	// the page cache, so the scan found them, and from now on they count
+	// as durable: raft takes every stored entry as stable and acknowledges
+	// it. Make that true before anyone relies on it.
+	if err := t.f.Sync(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSyncFailed, t.name, err)
 	}
 	return nil
 }

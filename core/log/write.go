@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/raft/v3/raftpb"
+
+	"github.com/conflux-mq/conflux/core/log/vfs"
 )
 
 // Append writes entries after the log, first discarding any stored entries
@@ -151,26 +153,35 @@ func (l *Log) seal(s *segment) error {
 }
 
 func (l *Log) writeIdx(s *segment) error {
-	name := idxName(l.dir, s.hdr.base)
+	return replaceFile(l.cfg.FS, idxName(l.dir, s.hdr.base), encodeIdx(s.hdr.first, s.ents))
+}
+
+// replaceFile writes data to name through a synced temporary file that is
+// renamed over it, so a crash leaves the old file or the new one. The
+// caller syncs the directory. A temporary file that a failure leaves is
+// removed at once: on a full disk its blocks are wanted back now.
+func replaceFile(fs vfs.FS, name string, data []byte) error {
 	tmp := name + ".tmp"
-	f, err := l.cfg.FS.Create(tmp)
+	f, err := fs.Create(tmp)
 	if err != nil {
 		return fmt.Errorf("log: create %s: %w", tmp, err)
 	}
-	_, werr := f.WriteAt(encodeIdx(s.hdr.first, s.ents), 0)
-	if werr == nil {
-		werr = f.Sync()
+	_, err = f.WriteAt(data, 0)
+	if err == nil {
+		err = f.Sync()
 	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if werr != nil {
-		return fmt.Errorf("log: write %s: %w", tmp, werr)
+	if err != nil {
+		err = fmt.Errorf("log: write %s: %w", tmp, err)
+	} else if err = fs.Rename(tmp, name); err != nil {
+		err = fmt.Errorf("log: rename %s: %w", tmp, err)
 	}
-	if err := l.cfg.FS.Rename(tmp, name); err != nil {
-		return fmt.Errorf("log: rename %s: %w", tmp, err)
+	if err != nil {
+		_ = fs.Remove(tmp) // best effort: Open removes leftovers too
 	}
-	return nil
+	return err
 }
 
 // createSegment makes a new, empty tail segment whose first record will be
@@ -248,12 +259,13 @@ func (l *Log) truncateAfter(i uint64) error {
 	}
 	if keep.sealed {
 		// The .idx describes the old contents; it must be gone before
-		// the segment changes, or a crash could pair the two.
-		if err := l.cfg.FS.Remove(idxName(l.dir, keep.hdr.base)); err != nil {
+		// the segment changes, or a crash could pair the two. It may be
+		// gone already: a retry after the directory sync below failed.
+		if err := l.cfg.FS.Remove(idxName(l.dir, keep.hdr.base)); err != nil && !isNotExist(err) {
 			return fmt.Errorf("log: unseal %s: %w", keep.name, err)
 		}
 		if err := l.cfg.FS.SyncDir(l.dir); err != nil {
-			return err
+			return fmt.Errorf("log: unseal %s: sync dir: %w", keep.name, err)
 		}
 	}
 	n := int(i + 1 - keep.hdr.first)

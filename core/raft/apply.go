@@ -192,7 +192,7 @@ func (n *Node) runRetention() error {
 	if err != nil {
 		return err
 	}
-	hs := n.hs
+	hs := n.durableHardState()
 	if err := n.meta.save(&hs, nil, &snap); err != nil {
 		return err
 	}

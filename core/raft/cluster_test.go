@@ -3,6 +3,7 @@ package raft
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ type memNet struct {
 	mu    sync.Mutex
 	nodes map[uint64]*Node
 	cut   map[uint64]bool
+	drop  func(raftpb.Message) bool // nil: deliver every message
 }
 
 func newMemNet() *memNet { return &memNet{nodes: map[uint64]*Node{}, cut: map[uint64]bool{}} }
@@ -37,7 +39,7 @@ func (t *memTransport) Send(msgs []raftpb.Message) {
 		}
 		t.net.mu.Lock()
 		to := t.net.nodes[m.To]
-		lost := to == nil || t.net.cut[m.To] || t.net.cut[t.from]
+		lost := to == nil || t.net.cut[m.To] || t.net.cut[t.from] || t.net.drop != nil && t.net.drop(m)
 		from := t.net.nodes[t.from]
 		t.net.mu.Unlock()
 		if lost {
@@ -112,6 +114,7 @@ type clusterOpts struct {
 	logCfg clog.Config
 	join   bool
 	peers  map[uint64]string
+	logger *slog.Logger // nil: discard
 }
 
 func startNode(t *testing.T, mn *memNet, id uint64, dir string, o clusterOpts) *liveNode {
@@ -126,6 +129,7 @@ func startNode(t *testing.T, mn *memNet, id uint64, dir string, o clusterOpts) *
 		Transport: &memTransport{net: mn, from: id}, ProposalID: testProposalID,
 		Prepare:           func(uint64, []byte) (func(), error) { sm.prepared.Add(1); return nil, nil },
 		RetentionInterval: 100 * time.Millisecond,
+		Logger:            o.logger,
 	})
 	if err != nil {
 		t.Fatalf("open node %d: %v", id, err)

@@ -72,10 +72,22 @@
 // committed entries out again, and the loop tries again at the next tick
 // (Status.StorageFull says so meanwhile). Append's rule that a stored
 // entry at or after the first new index is replaced makes the retry exact.
+// A leader that cannot write hands leadership to its most up-to-date
+// follower, and tries again while it waits if raft gives a transfer up.
+//
+// While a Ready waits, raft's commit index may cover entries not yet
+// written: nothing saved meanwhile (on Stop, with a retention snapshot)
+// claims more than the log was told at step 6. Raft reports a role change
+// once, in the Ready that waits; the node takes it all the same, and a new
+// leader takes writes only once its term's first entry is durable and
+// applied.
+//
 // The broker's disk alarm (core/broker/disk.go) stops taking messages well
 // before this point; this is the last line of defence. A failed apply or a
 // failed fsync is still fatal: after a failed fsync the page cache cannot
-// be trusted, and the node must restart (which the rules above allow).
+// be trusted, and the node must restart (which the rules above allow). A
+// membership change is applied with a meta.db write (its ConfState), so on
+// a full disk it stops the node too.
 //
 // # Snapshots and compaction
 //

@@ -76,15 +76,18 @@ func waitable(err error) bool {
 // "Full disk"): the Ready is not advanced, so raft offers the same work
 // again, and Run retries it at every tick. A leader that cannot write hands
 // leadership to the most up-to-date follower, which may still have room.
+// Raft gives a transfer up after an election timeout (the follower may not
+// have caught up, or a message was lost), so a leader still waiting tries
+// again at a later retry.
 func (n *Node) waitForSpace(err error) {
 	if n.full == nil {
 		n.fullSince = time.Now()
 		n.cfg.Logger.Error("disk full: storage writes wait for space", "err", err)
-		if n.leader {
-			if to := n.bestFollower(); to != 0 {
-				n.cfg.Logger.Warn("disk full: handing leadership over", "to", to)
-				n.rn.TransferLeader(to)
-			}
+	}
+	if n.leader && n.rn.BasicStatus().LeadTransferee == 0 {
+		if to := n.bestFollower(); to != 0 {
+			n.cfg.Logger.Warn("disk full: handing leadership over", "to", to)
+			n.rn.TransferLeader(to)
 		}
 	}
 	n.full = err
@@ -140,7 +143,7 @@ func (n *Node) fail(err error) {
 	n.errMu.Lock()
 	n.err = err
 	n.errMu.Unlock()
-	n.failWaiters(err)
+	n.failWaiters(n.stopErr()) // ErrStopped, as every later proposer sees
 }
 
 // Stop stops the loop, persists the latest HardState and closes storage.
@@ -268,6 +271,9 @@ func (n *Node) resolve(id uint64, r result) {
 // handleReady processes one Ready in this order (etcd raft's contract for
 // synchronous storage, see doc.go):
 //
+//  0. The new HardState and role are taken in memory. Raft hands a role
+//     change out once, so it must not be lost when the Ready then waits
+//     for disk space; a new leader takes writes only after step 4.
 //  1. A changed term or vote is synced to meta.db before anything is sent:
 //     a forgotten vote could elect two leaders in one term.
 //  2. A leader sends its messages now, in parallel with its own disk write
@@ -290,17 +296,20 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.hs = rd.HardState
 	}
-	if err := n.saveTermVote(n.hs); err != nil { // 1
-		return err
-	}
-	becameLeader := false
+	// Then the role: raft reports a change once (SoftState), also when this
+	// Ready fails on a full disk and is handed out again without it.
 	if rd.SoftState != nil {
 		isLeader := rd.SoftState.RaftState == raft.StateLeader
-		becameLeader = isLeader && !n.leader
+		if isLeader && !n.leader {
+			n.readyIndex = readyUnknown // until the new term's entry is durable (step 4)
+		}
 		if n.leader && !isLeader {
 			n.stepDown()
 		}
 		n.leader = isLeader
+	}
+	if err := n.saveTermVote(n.hs); err != nil { // 1
+		return err
 	}
 	if n.leader { // 2
 		n.tr.Send(rd.Messages)
@@ -318,9 +327,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			return err
 		}
 	}
-	if becameLeader {
-		// Raft appended an empty entry for the new term; once it is
-		// applied, so is everything before it.
+	if n.leader && n.readyIndex == readyUnknown {
+		// Raft appended an empty entry for the new term, now durable;
+		// once it is applied, so is everything before it.
 		n.readyIndex, _ = n.log.LastIndex()
 	}
 	if !n.leader { // 5
@@ -354,15 +363,25 @@ func (n *Node) saveTermVote(hs raftpb.HardState) error {
 // saveHardState persists the commit index when it moved (lazily: at most
 // once per Ready that follows a tick, and on Stop).
 func (n *Node) saveHardState() error {
-	if n.hs.Commit == n.savedHS.Commit && n.hs.Term == n.savedHS.Term && n.hs.Vote == n.savedHS.Vote {
+	hs := n.durableHardState()
+	if hs.Commit == n.savedHS.Commit && hs.Term == n.savedHS.Term && hs.Vote == n.savedHS.Vote {
 		return nil
 	}
-	hs := n.hs
 	if err := n.meta.save(&hs, nil, nil); err != nil {
 		return err
 	}
 	n.savedHS = hs
 	return nil
+}
+
+// durableHardState is the HardState to persist: n.hs with the commit index
+// the log was last given (step 6), which its durable entries back. n.hs
+// runs ahead of it while a Ready waits for disk space, and a saved commit
+// index beyond the durable log would keep the node from restarting.
+func (n *Node) durableHardState() raftpb.HardState {
+	hs := n.hs
+	hs.Commit = min(hs.Commit, n.log.Committed())
+	return hs
 }
 
 // stepDown: held proposals go back through raft, which forwards them to

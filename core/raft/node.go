@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"sync"
@@ -46,7 +47,7 @@ type Node struct {
 	savedHS       raftpb.HardState // as persisted in meta.db
 	applied       uint64
 	leader        bool
-	readyIndex    uint64 // as leader, accept writes once applied ≥ readyIndex
+	readyIndex    uint64 // as leader, accept writes once applied ≥ readyIndex (readyUnknown: not yet)
 	held          []proposal
 	waiters       map[uint64]chan<- result
 	peers         map[uint64]string // address book, persisted and in snapshots
@@ -71,6 +72,10 @@ type Node struct {
 	stopped   atomic.Bool
 	running   atomic.Bool
 }
+
+// readyUnknown is a new leader's readyIndex until the empty entry of its
+// term is durable: no applied index reaches it, so writes wait.
+const readyUnknown = math.MaxUint64
 
 type proposal struct {
 	data []byte
