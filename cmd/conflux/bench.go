@@ -40,6 +40,8 @@ type benchConfig struct {
 	queues    int    // > 0: create or update the topic with this many queues first
 	grace     time.Duration
 	progress  bool // print a line every second
+	// creds sign every request (RocketMQ ACL); empty: guest, loopback only.
+	creds primitive.Credentials
 }
 
 // benchSummary is the outcome of one run.
@@ -116,9 +118,12 @@ end-to-end latency, errors, and (with a consumer) lost and duplicated messages.`
 	f.StringVar(&cfg.group, "consumer-group", "", "run one push consumer in this group on the topic (empty: no consumer)")
 	f.IntVar(&cfg.queues, "queues", 0, "create or update the topic with this many queues first (0: leave it, or auto-create)")
 	f.DurationVar(&cfg.grace, "grace", 5*time.Second, "after sending, how long to wait for the consumer to catch up (at most 10s)")
+	f.StringVar(&cfg.creds.AccessKey, "access-key", "", "RocketMQ ACL AccessKey (the user name on Conflux; empty: none)")
+	f.StringVar(&cfg.creds.SecretKey, "secret-key", "", "RocketMQ ACL SecretKey")
 	bench.AddCommand(rm)
 	bench.AddCommand(newBenchMQTTCmd(stdout))
 	bench.AddCommand(newBenchAMQPCmd(stdout))
+	bench.AddCommand(newBenchConnectCmd(stdout))
 	return bench
 }
 
@@ -163,7 +168,7 @@ func runBench(ctx context.Context, cfg benchConfig, out io.Writer) (benchSummary
 	resolver := primitive.NewPassthroughResolver(ns)
 
 	if cfg.queues > 0 {
-		if err := benchCreateTopic(ctx, resolver, ns, cfg.topic, cfg.queues); err != nil {
+		if err := benchCreateTopic(ctx, resolver, cfg.creds, ns, cfg.topic, cfg.queues); err != nil {
 			return s, err
 		}
 	}
@@ -172,7 +177,7 @@ func runBench(ctx context.Context, cfg benchConfig, out io.Writer) (benchSummary
 		p, err := rocketmq.NewProducer(producer.WithNsResolver(resolver),
 			producer.WithGroupName("bench_producer_"+runID),
 			producer.WithInstanceName("bench-"+runID+"-"+name),
-			producer.WithSendMsgTimeout(5*time.Second))
+			producer.WithSendMsgTimeout(5*time.Second), producer.WithCredentials(cfg.creds))
 		if err != nil {
 			return nil, fmt.Errorf("producer: %w", err)
 		}
@@ -226,7 +231,8 @@ func runBench(ctx context.Context, cfg benchConfig, out io.Writer) (benchSummary
 	if cfg.group != "" {
 		cs = &benchConsumerState{seen: map[string]int{}, probeQueues: map[string]bool{}}
 		c, err := rocketmq.NewPushConsumer(consumer.WithNsResolver(resolver), consumer.WithGroupName(cfg.group),
-			consumer.WithInstance("bench-"+runID), consumer.WithConsumeFromWhere(consumer.ConsumeFromLastOffset))
+			consumer.WithInstance("bench-"+runID), consumer.WithConsumeFromWhere(consumer.ConsumeFromLastOffset),
+			consumer.WithCredentials(cfg.creds))
 		if err != nil {
 			return s, fmt.Errorf("consumer: %w", err)
 		}
@@ -270,7 +276,7 @@ func runBench(ctx context.Context, cfg benchConfig, out io.Writer) (benchSummary
 		}
 		s.ConsumerRan = true
 		defer func() { _ = c.Shutdown() }()
-		if err := benchWaitConsumer(ctx, resolver, cfg.topic, cs, func(ctx context.Context) (*primitive.SendResult, error) { return probe(ctx, prods[0]) }); err != nil {
+		if err := benchWaitConsumer(ctx, resolver, cfg.creds, cfg.topic, cs, func(ctx context.Context) (*primitive.SendResult, error) { return probe(ctx, prods[0]) }); err != nil {
 			return s, err
 		}
 	}
@@ -412,9 +418,9 @@ sending:
 // benchWaitConsumer sends probes until the consumer has received one from
 // every queue of the topic, so that it has its offsets before the timed
 // sends start (a new group starts from the last offset).
-func benchWaitConsumer(ctx context.Context, resolver primitive.NsResolver, topic string, cs *benchConsumerState,
+func benchWaitConsumer(ctx context.Context, resolver primitive.NsResolver, creds primitive.Credentials, topic string, cs *benchConsumerState,
 	probe func(context.Context) (*primitive.SendResult, error)) error {
-	adm, err := rmqadmin.NewAdmin(rmqadmin.WithResolver(resolver))
+	adm, err := rmqadmin.NewAdmin(rmqadmin.WithResolver(resolver), rmqadmin.WithCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
@@ -446,7 +452,7 @@ func benchWaitConsumer(ctx context.Context, resolver primitive.NsResolver, topic
 
 // benchCreateTopic creates or updates topic with the given queue count on
 // the master broker(s) of the default topic's route.
-func benchCreateTopic(ctx context.Context, resolver primitive.NsResolver, ns []string, topic string, queues int) error {
+func benchCreateTopic(ctx context.Context, resolver primitive.NsResolver, creds primitive.Credentials, ns []string, topic string, queues int) error {
 	var addrs []string
 	var lastErr error
 	for _, a := range ns {
@@ -458,7 +464,7 @@ func benchCreateTopic(ctx context.Context, resolver primitive.NsResolver, ns []s
 	if len(addrs) == 0 {
 		return fmt.Errorf("--queues: no master broker found through %v: %v", ns, lastErr)
 	}
-	adm, err := rmqadmin.NewAdmin(rmqadmin.WithResolver(resolver))
+	adm, err := rmqadmin.NewAdmin(rmqadmin.WithResolver(resolver), rmqadmin.WithCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

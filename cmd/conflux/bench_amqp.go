@@ -27,6 +27,7 @@ type benchAMQPConfig struct {
 	duration   time.Duration
 	queue      string
 	grace      time.Duration
+	login      benchLogin // only the certificate checks, for amqps:// URLs
 }
 
 // newBenchAMQPCmd is "conflux bench amqp".
@@ -71,6 +72,7 @@ the confirmed messages never delivered (lost) or delivered twice.`,
 	f.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to publish")
 	f.StringVar(&cfg.queue, "queue", "bench", "durable queue to use (purged first)")
 	f.DurationVar(&cfg.grace, "grace", 5*time.Second, "after publishing, how long to wait for consumers")
+	cfg.login.bindCA(f)
 	return cmd
 }
 
@@ -85,7 +87,13 @@ type benchAMQPSeen struct {
 func runBenchAMQP(ctx context.Context, cfg benchAMQPConfig, out io.Writer) error {
 	urls := strings.Split(cfg.urls, ",")
 	dial := func(i int) (*amqp091.Connection, *amqp091.Channel, error) {
-		c, err := amqp091.DialConfig(urls[i%len(urls)], amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+		login := cfg.login
+		login.tls = strings.HasPrefix(urls[i%len(urls)], "amqps://")
+		tc, err := login.tlsConfig()
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := amqp091.DialConfig(urls[i%len(urls)], amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second), TLSClientConfig: tc})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -30,6 +30,7 @@ type benchMQTTConfig struct {
 	duration   time.Duration
 	topic      string
 	grace      time.Duration
+	login      benchLogin
 }
 
 // newBenchMQTTCmd is "conflux bench mqtt".
@@ -73,6 +74,7 @@ never got (lost) or got twice (duplicated).`,
 	f.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to publish")
 	f.StringVar(&cfg.topic, "topic", "bench", "topic prefix (the core topic on Conflux)")
 	f.DurationVar(&cfg.grace, "grace", 5*time.Second, "after publishing, how long to wait for subscribers")
+	cfg.login.bind(f)
 	return cmd
 }
 
@@ -87,9 +89,12 @@ func runBenchMQTT(ctx context.Context, cfg benchMQTTConfig, out io.Writer) error
 	addrs := strings.Split(cfg.addrs, ",")
 	runID := time.Now().UnixNano()
 	connect := func(i int, id string) (paho.Client, error) {
-		o := paho.NewClientOptions().AddBroker("tcp://" + addrs[i%len(addrs)]).SetClientID(id).
+		o := paho.NewClientOptions().SetClientID(id).
 			SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(false).
 			SetMaxResumePubInFlight(benchMQTTWindow).SetWriteTimeout(30 * time.Second)
+		if err := cfg.login.mqttOptions(o, addrs[i%len(addrs)]); err != nil {
+			return nil, err
+		}
 		c := paho.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			return nil, fmt.Errorf("connect %s to %s: %v", id, addrs[i%len(addrs)], tok.Error())

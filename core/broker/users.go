@@ -26,7 +26,9 @@ import (
 // Bootstrap: a new cluster has no users. Its first leader creates the
 // default user (AuthConfig.DefaultUser, guest unless set) together with
 // the record "bootstrap", in one entry; the record keeps a later leader from
-// creating it again after an administrator deleted it. Until that entry is
+// creating it again after an administrator deleted it. A user change made
+// before that carries the same two records (bootstrapRecords), so the
+// default user exists whatever comes first. Until that entry is
 // applied here, the configured default user and password are accepted, so
 // a node is usable the moment it starts.
 //
@@ -274,9 +276,45 @@ func (b *Broker) PutUser(ctx context.Context, u auth.User) error {
 	if err != nil {
 		return err
 	}
-	return b.ChangeRecords(ctx,
-		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")},
-		command.Record{Op: command.RecordPut, Namespace: authNamespace, Key: userKeyPrefix + u.Name, Value: v})
+	rs, err := b.bootstrapRecords()
+	if err != nil {
+		return err
+	}
+	return b.ChangeRecords(ctx, append(rs,
+		command.Record{Op: command.RecordPut, Namespace: authNamespace, Key: userKeyPrefix + u.Name, Value: v})...)
+}
+
+// bootstrapRecords are the changes that set up a new cluster's users: the
+// default user (if absent) and the bootstrap mark, in the same entry as
+// whatever change comes first. So the first user change can never leave
+// a cluster without its default administrator, whichever node makes it
+// and however soon after the first election.
+func (b *Broker) bootstrapRecords() ([]command.Record, error) {
+	if _, booted := b.Record(authNamespace, bootstrapKey); booted {
+		return nil, nil
+	}
+	c := b.cfg.Auth
+	h, err := b.HashPassword(c.DefaultPassword)
+	if err != nil {
+		return nil, err
+	}
+	u := defaultUser(c.DefaultUser)
+	u.PasswordHash = h
+	// RocketMQ clients sign with a secret key, not a password: the default
+	// user's is its password, so every door works with one credential
+	// pair from the start (docs/security.md).
+	u.RocketSecret = c.DefaultPassword
+	u.VHosts = map[string]auth.VHostPerm{"/": {Configure: ".*", Write: ".*", Read: ".*"}}
+	v, err := u.Encode()
+	if err != nil {
+		return nil, err
+	}
+	// The user goes first: PutIfAbsent of the mark only decides that this
+	// entry bootstraps; a later entry that finds the mark set adds nothing.
+	return []command.Record{
+		{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: userKeyPrefix + u.Name, Value: v},
+		{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")},
+	}, nil
 }
 
 // HashPassword hashes a password with this broker's cost.
@@ -289,9 +327,12 @@ func (b *Broker) DeleteUser(ctx context.Context, name string) error {
 	if _, ok := b.LookupUser(name); !ok {
 		return fmt.Errorf("%w: %s", ErrNoUser, name)
 	}
-	return b.ChangeRecords(ctx,
-		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")},
-		command.Record{Op: command.RecordDelete, Namespace: authNamespace, Key: userKeyPrefix + name})
+	rs, err := b.bootstrapRecords()
+	if err != nil {
+		return err
+	}
+	return b.ChangeRecords(ctx, append(rs,
+		command.Record{Op: command.RecordDelete, Namespace: authNamespace, Key: userKeyPrefix + name})...)
 }
 
 // bootstrapUsers runs on every node until the cluster has its users: the
@@ -319,29 +360,15 @@ func (b *Broker) bootstrapUsers() {
 }
 
 func (b *Broker) createDefaultUser() error {
-	c := b.cfg.Auth
-	h, err := b.HashPassword(c.DefaultPassword)
-	if err != nil {
-		return err
-	}
-	u := defaultUser(c.DefaultUser)
-	u.PasswordHash = h
-	// RocketMQ clients sign with a secret key, not a password: the default
-	// user's is its password, so every door works with one credential
-	// pair from the start (docs/security.md).
-	u.RocketSecret = c.DefaultPassword
-	u.VHosts = map[string]auth.VHostPerm{"/": {Configure: ".*", Write: ".*", Read: ".*"}}
-	v, err := u.Encode()
-	if err != nil {
+	rs, err := b.bootstrapRecords()
+	if err != nil || rs == nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ProposeTimeout)
 	defer cancel()
-	err = b.ChangeRecords(ctx,
-		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: userKeyPrefix + u.Name, Value: v},
-		command.Record{Op: command.RecordPutIfAbsent, Namespace: authNamespace, Key: bootstrapKey, Value: []byte("1")})
+	err = b.ChangeRecords(ctx, rs...)
 	if err == nil {
-		b.cfg.Logger.Info("created the default user", "user", u.Name, "loopback_only", u.Name == loopbackOnlyUse)
+		b.cfg.Logger.Info("created the default user", "user", b.cfg.Auth.DefaultUser, "loopback_only", b.cfg.Auth.DefaultUser == loopbackOnlyUse)
 	}
 	return err
 }

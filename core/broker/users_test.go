@@ -145,3 +145,27 @@ func TestUserOnEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstUserChangeKeepsTheDefaultUser: a user stored before the leader
+// got round to creating the default user must not leave the cluster
+// without it.
+func TestFirstUserChangeKeepsTheDefaultUser(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cheapHash(&cfg)
+	b, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	h, _ := b.HashPassword("pw")
+	// Right away: the bootstrap loop may not have run yet.
+	if err := b.PutUser(ctx(t), auth.User{Name: "first", PasswordHash: h}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.LookupUser("guest"); !ok {
+		t.Fatal("the first user change left the cluster without its default user")
+	}
+	if _, err := b.Authenticate("guest", "guest", loopback); err != nil {
+		t.Fatalf("default user after the first change: %v", err)
+	}
+}

@@ -474,3 +474,43 @@ func checkIDs(t *testing.T, d *Dispatcher, p *producer) {
 		m.Release()
 	}
 }
+
+// spaceFS is a MemFS that reports a settable amount of free space.
+type spaceFS struct {
+	*vfs.MemFS
+	free uint64
+}
+
+func (s *spaceFS) FreeBytes(string) (uint64, error) { return s.free, nil }
+
+// TestNoPreallocationWithoutRoom: a segment is not even created when the
+// file system says it cannot hold it; the roll is refused with ENOSPC,
+// nothing is left behind, and the same append succeeds once there is room.
+func TestNoPreallocationWithoutRoom(t *testing.T) {
+	fs := &spaceFS{MemFS: newMemFS(t), free: 1 << 40}
+	cfg := memConfig(fs)
+	l := openLog(t, cfg)
+	before := len(fs.Names())
+	fs.free = uint64(cfg.SegmentSizeBytes) - 1
+	size := func(uint64) int { return int(cfg.SegmentSizeBytes) / 4 }
+	ents := mkEntries(1, 8, 1, size) // two segments' worth: a roll is needed
+	err := l.Append(ents)
+	if !vfs.IsNoSpace(err) {
+		t.Fatalf("append that needs a new segment without room: %v, want ENOSPC", err)
+	}
+	for _, n := range fs.Names() {
+		if strings.HasSuffix(n, ".seg") && !strings.HasSuffix(n, "00000000000000000000.seg") {
+			t.Fatalf("a segment file %s was created without room for it", n)
+		}
+	}
+	if got := len(fs.Names()); got > before+1 { // the sealed segment's .idx may exist
+		t.Fatalf("files after the refused roll: %v", fs.Names())
+	}
+	fs.free = 1 << 40
+	if err := l.Append(ents); err != nil {
+		t.Fatalf("the same append with room: %v", err)
+	}
+	if last, _ := l.LastIndex(); last != 8 {
+		t.Fatalf("last index %d after the retry, want 8", last)
+	}
+}

@@ -3,6 +3,7 @@ package log
 import (
 	"fmt"
 	"slices"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/raft/v3/raftpb"
@@ -190,6 +191,13 @@ func replaceFile(fs vfs.FS, name string, data []byte) error {
 func (l *Log) createSegment(base, start, first, prevTerm uint64) error {
 	size := l.cfg.SegmentSizeBytes
 	name := segName(l.dir, base)
+	// Never start a preallocation there is no room for: it would fail
+	// part-way, and the raft loop retries it at every tick.
+	if sr, ok := l.cfg.FS.(vfs.SpaceReporter); ok {
+		if free, err := sr.FreeBytes(l.dir); err == nil && free < uint64(size) {
+			return fmt.Errorf("log: create %s: %d bytes free, a segment needs %d: %w", name, free, size, syscall.ENOSPC)
+		}
+	}
 	f, err := l.cfg.FS.Create(name)
 	if err != nil {
 		return fmt.Errorf("log: create %s: %w", name, err)

@@ -3,14 +3,10 @@ package httpapi
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/conflux-mq/conflux/core/broker"
-	"github.com/conflux-mq/conflux/core/raft"
 )
 
 // ResendDeadLetterRequest asks to put one dead-lettered message back on
@@ -43,14 +39,7 @@ func (s *Server) resendDeadLetter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req ResendDeadLetterRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body (want {\"topic\": ..., \"queue\": ..., \"offset\": ...}): %w", err))
-		return
-	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, errors.New("bad request body: more than one JSON value"))
+	if !decodeBody(w, r, &req, `{"topic": ..., "queue": ..., "offset": ...}`) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
@@ -67,18 +56,11 @@ func (s *Server) resendDeadLetter(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, broker.ErrAlreadyResent):
 		writeError(w, http.StatusConflict, err)
 		return
-	case errors.Is(err, broker.ErrClosed), errors.Is(err, raft.ErrStopped):
-		writeError(w, http.StatusServiceUnavailable, err)
-		return
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, fmt.Errorf("not committed within %s: %w", s.cfg.WriteTimeout, err))
-		return
 	default:
-		s.log.Warn("resend dead letter failed", "topic", req.Topic, "queue", req.Queue, "offset", req.Offset, "err", err)
-		writeError(w, http.StatusInternalServerError, err)
+		s.writeWriteError(w, err, "resend dead letter", "topic", req.Topic, "queue", req.Queue, "offset", req.Offset)
 		return
 	}
-	s.log.Info("dead letter resent", "dlq", req.Topic, "offset", req.Offset, "topic", topic, "queue", res.Queue)
+	s.log.Info("dead letter resent", "dlq", req.Topic, "offset", req.Offset, "topic", topic, "queue", res.Queue, "by", adminName(r))
 	writeJSON(w, http.StatusOK, ResendDeadLetterResult{Topic: topic, Queue: res.Queue, QueueOffset: res.QueueOffset,
 		MessageID: hex.EncodeToString(res.ID[:])})
 }

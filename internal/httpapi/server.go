@@ -1,14 +1,37 @@
 // Package httpapi is the HTTP server on --http-addr: health and readiness
 // probes, Prometheus metrics and the admin REST API.
 //
-//	GET  /healthz          200 "ok" while the process runs
-//	GET  /readyz           200 "ok" when the broker is ready, else 503 and the reason
-//	GET  /metrics          Prometheus text exposition
-//	GET  /api/v1/cluster   ClusterInfo: this node's view of the Raft group
-//	GET  /api/v1/topics    TopicList
-//	POST /api/v1/topics    create a topic from CreateTopicRequest
-//	POST /api/v1/dlq/resend  put a dead letter back on its original topic
-//	                         (ResendDeadLetterRequest → ResendDeadLetterResult)
+//	GET    /healthz          200 "ok" while the process runs
+//	GET    /readyz           200 "ok" when the broker is ready, else 503 and the reason
+//	GET    /metrics          Prometheus text exposition
+//	GET    /api/v1/cluster   ClusterInfo: this node's view of the Raft group
+//	GET    /api/v1/topics    TopicList
+//	POST   /api/v1/topics    create a topic from CreateTopicRequest
+//	POST   /api/v1/dlq/resend  put a dead letter back on its original topic
+//	                           (ResendDeadLetterRequest → ResendDeadLetterResult)
+//	GET    /api/v1/users     UserList
+//	GET    /api/v1/users/{name}  one user (auth.User.Public)
+//	PUT    /api/v1/users/{name}  create (201) or update (200) from PutUserRequest;
+//	                             "If-Match: *" updates only (412 if there is no such user)
+//	DELETE /api/v1/users/{name}  204
+//	GET    /api/v1/permissions   PermissionList: every user's AMQP permissions by vhost
+//	PUT    /api/v1/permissions/{user}?vhost=/  set them from PermissionRequest (→ Permission)
+//	DELETE /api/v1/permissions/{user}?vhost=/  204
+//	GET    /api/v1/users/{name}/mqtt-acl       MQTTACL: the user's ordered MQTT rules
+//	PUT    /api/v1/users/{name}/mqtt-acl       replace them (→ MQTTACL)
+//	GET    /api/v1/users/{name}/rocketmq-acl   auth.RocketPerms
+//	PUT    /api/v1/users/{name}/rocketmq-acl   replace them (→ auth.RocketPerms)
+//
+// Every /api/v1 route answers administrators only, when the broker checks
+// credentials (Broker.AuthEnabled): HTTP basic auth with a user tagged
+// "administrator". No or bad credentials are a 401 with
+// WWW-Authenticate: Basic realm="conflux", a user who is not an
+// administrator a 403. The probes stay open, and so does /metrics unless
+// Config.MetricsAuth. The vhost parameter defaults to "/".
+//
+// Answers never hold a password hash or a RocketMQ secret key (the user's
+// "rocketSecret" reads "(set)" when there is one), and the log gets user
+// names and what changed, never a password or secret.
 //
 // Errors of the API are JSON {"error": "..."} with a 4xx or 5xx status.
 package httpapi
@@ -24,12 +47,14 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/core/raft"
 )
@@ -43,6 +68,15 @@ type Broker interface {
 	Topics() []broker.Topic
 	Topic(name string) (broker.Topic, bool)
 	CreateTopic(ctx context.Context, t broker.Topic) error
+
+	// Users: see core/broker/users.go.
+	AuthEnabled() bool
+	Authenticate(name, password string, addr net.Addr) (auth.User, error)
+	LookupUser(name string) (auth.User, bool)
+	Users() []auth.User
+	PutUser(ctx context.Context, u auth.User) error
+	DeleteUser(ctx context.Context, name string) error
+	HashPassword(password string) (string, error)
 }
 
 // Limits of the API.
@@ -77,7 +111,10 @@ type Config struct {
 	// WriteTimeout bounds an admin write such as creating a topic
 	// (DefaultWriteTimeout when 0).
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// MetricsAuth puts /metrics behind the administrators' check too, for
+	// sites that show nothing about a node without a login.
+	MetricsAuth bool
+	Logger      *slog.Logger
 }
 
 // Server is the HTTP server.
@@ -86,6 +123,10 @@ type Server struct {
 	log  *slog.Logger
 	mux  *http.ServeMux
 	http *http.Server
+
+	// usersMu serializes this node's read-modify-write changes of users,
+	// so that two requests changing one user do not undo each other.
+	usersMu sync.Mutex
 }
 
 // NewRegistry returns a Prometheus registry holding the Go runtime and
@@ -118,13 +159,31 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registerer != nil {
 		metrics = promhttp.InstrumentMetricHandler(cfg.Registerer, metrics)
 	}
+	if cfg.MetricsAuth {
+		metrics = s.adminOnly(metrics)
+	}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", metrics)
-	s.mux.HandleFunc("GET /api/v1/cluster", s.cluster)
-	s.mux.HandleFunc("GET /api/v1/topics", s.listTopics)
-	s.mux.HandleFunc("POST /api/v1/topics", s.createTopic)
-	s.mux.HandleFunc("POST /api/v1/dlq/resend", s.resendDeadLetter)
+	// Each API handler is wrapped on its own, rather than the mux behind
+	// a path-prefix check, so that no spelling of a path can reach one
+	// unchecked.
+	api := func(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, s.adminOnly(h)) }
+	api("GET /api/v1/cluster", s.cluster)
+	api("GET /api/v1/topics", s.listTopics)
+	api("POST /api/v1/topics", s.createTopic)
+	api("POST /api/v1/dlq/resend", s.resendDeadLetter)
+	api("GET /api/v1/users", s.listUsers)
+	api("GET /api/v1/users/{name}", s.getUser)
+	api("PUT /api/v1/users/{name}", s.putUser)
+	api("DELETE /api/v1/users/{name}", s.deleteUser)
+	api("GET /api/v1/permissions", s.listPermissions)
+	api("PUT /api/v1/permissions/{user}", s.putPermission)
+	api("DELETE /api/v1/permissions/{user}", s.deletePermission)
+	api("GET /api/v1/users/{name}/mqtt-acl", s.getMQTTACL)
+	api("PUT /api/v1/users/{name}/mqtt-acl", s.putMQTTACL)
+	api("GET /api/v1/users/{name}/rocketmq-acl", s.getRocketACL)
+	api("PUT /api/v1/users/{name}/rocketmq-acl", s.putRocketACL)
 
 	s.http = &http.Server{
 		Handler:           s.mux,
@@ -295,14 +354,7 @@ type CreateTopicRequest struct {
 // (changing a topic is not this endpoint's job).
 func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 	var req CreateTopicRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body (want {\"name\": ..., \"queues\": ...}): %w", err))
-		return
-	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, errors.New("bad request body: more than one JSON value"))
+	if !decodeBody(w, r, &req, `{"name": ..., "queues": ...}`) {
 		return
 	}
 	if req.Queues == 0 {
@@ -329,23 +381,70 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, broker.ErrInvalidTopic):
 		writeError(w, http.StatusBadRequest, err)
 		return
-	case errors.Is(err, broker.ErrClosed), errors.Is(err, raft.ErrStopped):
-		writeError(w, http.StatusServiceUnavailable, err)
-		return
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, fmt.Errorf("not committed within %s (is there a leader? see /readyz): %w", s.cfg.WriteTimeout, err))
-		return
 	default:
-		s.log.Warn("create topic failed", "topic", req.Name, "queues", req.Queues, "err", err)
-		writeError(w, http.StatusInternalServerError, err)
+		s.writeWriteError(w, err, "create topic", "topic", req.Name, "queues", req.Queues)
 		return
 	}
-	s.log.Info("topic created", "topic", req.Name, "queues", req.Queues)
+	s.log.Info("topic created", "topic", req.Name, "queues", req.Queues, "by", adminName(r))
 	t, ok := b.Topic(req.Name)
 	if !ok { // deleted again in between
 		t = broker.Topic{Name: req.Name, Queues: req.Queues}
 	}
 	writeJSON(w, http.StatusCreated, t)
+}
+
+// decodeBody reads the request body, one JSON value of at most
+// MaxRequestBodyBytes without unknown fields, into v. On failure it has
+// answered 400, naming the shape it wants, and returns false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, want string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body (want %s): %w", want, err))
+		return false
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, errors.New("bad request body: more than one JSON value"))
+		return false
+	}
+	return true
+}
+
+// statusError is a handler's failure with the status it answers.
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e statusError) Error() string { return e.err.Error() }
+func (e statusError) Unwrap() error { return e.err }
+
+func errStatus(code int, format string, args ...any) error {
+	return statusError{code, fmt.Errorf(format, args...)}
+}
+
+// writeWriteError answers a failed admin write: the handler's own status
+// (statusError), the broker's refusals, and the Raft round trip's
+// failures. Only the unexpected ones are logged, with what and attrs.
+func (s *Server) writeWriteError(w http.ResponseWriter, err error, what string, attrs ...any) {
+	var se statusError
+	code := http.StatusInternalServerError
+	switch {
+	case errors.As(err, &se):
+		code = se.code
+	case errors.Is(err, broker.ErrNoUser):
+		code = http.StatusNotFound
+	case errors.Is(err, broker.ErrBadRecord):
+		code = http.StatusBadRequest
+	case errors.Is(err, broker.ErrClosed), errors.Is(err, raft.ErrStopped):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+		err = fmt.Errorf("not committed within %s (is there a leader? see /readyz): %w", s.cfg.WriteTimeout, err)
+	default:
+		s.log.Warn(what+" failed", append(attrs, "err", err)...)
+	}
+	writeError(w, code, err)
 }
 
 func writeText(w http.ResponseWriter, code int, text string) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/core/raft"
 )
@@ -45,11 +46,20 @@ func serve(t *testing.T, cfg Config) (string, *Server) {
 }
 
 type response struct {
-	code int
-	body string
+	code   int
+	body   string
+	header http.Header
 }
 
+// do sends a request as the default administrator, guest (from
+// loopback, where guest may log in).
 func do(t *testing.T, method, url, body string) response {
+	t.Helper()
+	return doAs(t, "guest", "guest", method, url, body)
+}
+
+// doAs sends a request with basic auth as user (none when user is "").
+func doAs(t *testing.T, user, password, method, url, body string, header ...string) response {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -57,6 +67,12 @@ func do(t *testing.T, method, url, body string) response {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -67,7 +83,7 @@ func do(t *testing.T, method, url, body string) response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return response{res.StatusCode, string(data)}
+	return response{res.StatusCode, string(data), res.Header}
 }
 
 func decode[T any](t *testing.T, r response) T {
@@ -197,6 +213,17 @@ func (f *fakeBroker) Err() error                                            { re
 func (f *fakeBroker) Topics() []broker.Topic                                { return nil }
 func (f *fakeBroker) Topic(string) (broker.Topic, bool)                     { return broker.Topic{}, false }
 func (f *fakeBroker) CreateTopic(ctx context.Context, t broker.Topic) error { return f.create(ctx, t) }
+
+// The fake checks no credentials: its API is open.
+func (f *fakeBroker) AuthEnabled() bool { return false }
+func (f *fakeBroker) Authenticate(string, string, net.Addr) (auth.User, error) {
+	return auth.User{}, broker.ErrAuthFailed
+}
+func (f *fakeBroker) LookupUser(string) (auth.User, bool)      { return auth.User{}, false }
+func (f *fakeBroker) Users() []auth.User                       { return nil }
+func (f *fakeBroker) PutUser(context.Context, auth.User) error { return broker.ErrClosed }
+func (f *fakeBroker) DeleteUser(context.Context, string) error { return broker.ErrClosed }
+func (f *fakeBroker) HashPassword(string) (string, error)      { return "", broker.ErrClosed }
 
 func TestReadyzReasons(t *testing.T) {
 	f := newFake(raft.Status{ID: 1, Term: 3, Role: "StatePreCandidate"})

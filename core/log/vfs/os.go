@@ -15,7 +15,19 @@ import (
 // OS is the real file system.
 type OS struct{}
 
-var _ FS = OS{}
+var (
+	_ FS            = OS{}
+	_ SpaceReporter = OS{}
+)
+
+// FreeBytes implements SpaceReporter with statfs (f_bavail).
+func (OS) FreeBytes(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("vfs: statfs %s: %w", dir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
 
 func wrapNotExist(err error) error {
 	if errors.Is(err, fs.ErrNotExist) {

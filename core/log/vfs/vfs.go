@@ -66,3 +66,13 @@ type File interface {
 func IsNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
+
+// SpaceReporter is implemented by file systems that can tell how much
+// space is left, so the log can refuse to start a preallocation that
+// cannot finish (a failed one can leave blocks allocated until the file is
+// removed).
+type SpaceReporter interface {
+	// FreeBytes is the space an unprivileged writer may still use in the
+	// file system that holds dir.
+	FreeBytes(dir string) (uint64, error)
+}
