@@ -83,7 +83,7 @@ func Open(cfg Config) (*Broker, error) {
 	if cfg.RaftAddr != "" {
 		if b.tr, err = transport.New(transport.Config{
 			ID: cfg.NodeID, ClusterID: cfg.ClusterID, ListenAddr: cfg.RaftAddr,
-			Logger: cfg.Logger,
+			Logger: cfg.Logger, ServerTLS: cfg.PeerServerTLS, ClientTLS: cfg.PeerClientTLS,
 		}, ref); err == nil {
 			err = b.tr.Start()
 		}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,9 @@ type Config struct {
 	Peers map[uint64]string
 	// ClusterID guards the peer transport against crossed wires.
 	ClusterID uint64
+	// PeerServerTLS and PeerClientTLS make the peer transport mutual TLS
+	// (nil: plain TCP).
+	PeerServerTLS, PeerClientTLS *tls.Config
 
 	Log      clog.Config
 	Dispatch clog.DispatchConfig

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,10 @@ type Config struct {
 	// Logger receives connection events. Nothing is logged per message,
 	// except a message too large to send (a configuration error).
 	Logger *slog.Logger
+	// ServerTLS and ClientTLS, when set, make every peer connection mutual
+	// TLS: the listener serves ServerTLS, dialled connections use
+	// ClientTLS (both should require the other side's certificate).
+	ServerTLS, ClientTLS *tls.Config
 }
 
 // Defaults.

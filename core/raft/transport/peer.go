@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -233,6 +234,19 @@ func (w *writer) connect() bool {
 		w.logFailure("dial failed", "addr", addr, "err", err)
 		w.scheduleRetry()
 		return false
+	}
+	if cfg.ClientTLS != nil {
+		tc := tls.Client(conn, cfg.ClientTLS)
+		hctx, cancel := context.WithTimeout(w.p.ctx, cfg.DialTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = conn.Close()
+			w.logFailure("TLS handshake failed", "addr", addr, "err", err)
+			w.scheduleRetry()
+			return false
+		}
+		conn = tc
 	}
 	// Close (or RemovePeer) must be able to interrupt a Write that waits
 	// for a stalled peer; closing the connection is the only way.

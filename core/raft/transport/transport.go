@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -131,6 +132,9 @@ func (t *Transport) Start() error {
 	ln, err := net.Listen("tcp", t.cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("transport: listening on %s: %w", t.cfg.ListenAddr, err)
+	}
+	if t.cfg.ServerTLS != nil {
+		ln = tls.NewListener(ln, t.cfg.ServerTLS)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
