@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +48,7 @@ type admin struct {
 	stdout   io.Writer
 	stderr   io.Writer
 	client   *http.Client
+	caFile   string
 }
 
 func newAdminCmd(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *cobra.Command {
@@ -72,11 +76,27 @@ Every call logs in as an administrator with HTTP basic auth: --user and
 			{"http-addr", config.EnvName("http-addr"), &a.addr},
 			{"user", envAdminUser, &a.user},
 			{"password", envAdminPassword, &a.password},
+			{"tls-ca-file", config.EnvName("tls-ca-file"), &a.caFile},
 		} {
 			if !login.Changed(f.flag) {
 				if v, ok := lookupEnv(f.env); ok {
 					*f.v = v
 				}
+			}
+		}
+		if a.caFile != "" {
+			// HTTPS with the cluster's own CA (serve's --tls-ca-file).
+			pem, err := os.ReadFile(a.caFile)
+			if err != nil {
+				return usageError{fmt.Errorf("--tls-ca-file: %w", err)}
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return usageError{fmt.Errorf("--tls-ca-file %s holds no PEM certificate", a.caFile)}
+			}
+			a.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+			if !strings.Contains(a.addr, "://") {
+				a.addr = "https://" + a.addr
 			}
 		}
 		if sub.LocalNonPersistentFlags().Lookup("password") != nil && a.user != defaultAdminUser {
@@ -89,6 +109,7 @@ Every call logs in as an administrator with HTTP basic auth: --user and
 	}
 	cmd.PersistentFlags().StringVar(&a.addr, "http-addr", DefaultAdminAddr, "the node's HTTP address (host:port or URL; an empty or wildcard host means 127.0.0.1)")
 	cmd.PersistentFlags().StringVar(&a.user, "user", defaultAdminUser, "administrator to log in as (or "+envAdminUser+")")
+	cmd.PersistentFlags().StringVar(&a.caFile, "tls-ca-file", "", "talk HTTPS, trusting these PEM CA certificates (a node with --tls-cert-file serves HTTPS)")
 	cmd.PersistentFlags().StringVar(&a.password, "password", defaultAdminUser,
 		"its password (or "+envAdminPassword+", better: a flag shows in ps; on users add and passwd only the variable)")
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/conflux-mq/conflux/gateway/remoting"
 	"github.com/conflux-mq/conflux/internal/config"
 	"github.com/conflux-mq/conflux/internal/httpapi"
+	"github.com/conflux-mq/conflux/internal/tlsconf"
 )
 
 // shutdownTimeout bounds how long serve waits for HTTP requests in progress
@@ -81,8 +83,21 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stopSignals()
 
+	// TLS files are read before anything listens: a bad certificate fails
+	// fast. They are read again on SIGHUP and whenever they change.
+	var tlsSet *tlsconf.Set
+	if cfg.TLS().Enabled() {
+		var err error
+		if tlsSet, err = tlsconf.Load(cfg.TLS(), log.With("component", "tls")); err != nil {
+			log.Error("cannot load the TLS certificate", "err", err)
+			return exitFailure
+		}
+		defer tlsSet.Close()
+		go reloadOnHangup(ctx, log, tlsSet)
+	}
+
 	// Bind the HTTP port before opening the data dir: a port in use fails
-	// fast without touching the data.
+	// fast without touching the data. With a certificate it serves HTTPS.
 	var ln net.Listener
 	if cfg.HTTPAddr != "" {
 		var err error
@@ -91,6 +106,9 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 			return exitFailure
 		}
 		defer ln.Close() // also closed by Shutdown; a second Close is harmless
+		if tlsSet != nil {
+			ln = tls.NewListener(ln, tlsSet.Server())
+		}
 	} else {
 		log.Warn("HTTP server disabled (--http-addr is empty): no /metrics, /readyz or admin API")
 	}
@@ -124,7 +142,15 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 
 	reg := httpapi.NewRegistry()
 	started := time.Now()
-	b, err := broker.Open(cfg.BrokerConfig(log, reg))
+	bcfg := cfg.BrokerConfig(log, reg)
+	if cfg.PeerTLS {
+		var err error
+		if bcfg.PeerServerTLS, bcfg.PeerClientTLS, err = tlsSet.Peer(); err != nil {
+			log.Error("cannot set up peer TLS", "err", err)
+			return exitFailure
+		}
+	}
+	b, err := broker.Open(bcfg)
 	if err != nil {
 		log.Error("cannot open the broker", "data_dir", cfg.DataDir, "err", err)
 		return exitFailure
@@ -137,7 +163,7 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 	if ln != nil {
 		srv, err = httpapi.New(httpapi.Config{
 			Broker: b, Gatherer: reg, Registerer: reg,
-			NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Peers: cfg.Peers,
+			NodeID: cfg.NodeID, RaftAddr: cfg.RaftAddr, Peers: cfg.Peers, MetricsAuth: cfg.MetricsAuth,
 			HTTPAddr: advertisedAddr(ln.Addr(), cfg.HTTPAddr, cfg.AdvertiseHost),
 			Logger:   log.With("component", "http"),
 		})
@@ -240,6 +266,25 @@ func closeBroker(log *slog.Logger, b *broker.Broker, code int) int {
 	}
 	log.Info("broker closed", "took", time.Since(started).Round(time.Millisecond).String(), "exit_code", code)
 	return code
+}
+
+// reloadOnHangup reads the TLS files again at every SIGHUP until ctx ends.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, s *tlsconf.Set) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if err := s.Reload(); err != nil {
+			log.Warn("SIGHUP: cannot reload the TLS files; keeping the previous ones", "err", err)
+		} else {
+			log.Info("SIGHUP: TLS files reloaded")
+		}
+	}
 }
 
 // logReady logs once when the node first becomes ready.
