@@ -120,7 +120,7 @@ func (ch *channel) afterPublishes(m frame.Method) error {
 func (ch *channel) fail(e *amqpError) error {
 	ch.closing = true
 	ch.close()
-	return ch.sendMethod(&frame.ChannelClose{ReplyCode: e.code, ReplyText: e.text, FailedClassID: e.classID, FailedMethodID: e.methodID})
+	return ch.sendMethod(&frame.ChannelClose{ReplyCode: e.code, ReplyText: e.replyText(), FailedClassID: e.classID, FailedMethodID: e.methodID})
 }
 
 func (ch *channel) sendMethod(m frame.Method) error { return ch.c.sendMethod(ch.id, m) }

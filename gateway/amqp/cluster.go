@@ -3,8 +3,10 @@ package amqp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -13,9 +15,12 @@ import (
 // In a cluster, deliveries come from the Raft leader (the subscription
 // leases are its state). So that clients may connect to any node, a
 // follower hands each new connection to the leader's AMQP door, byte for
-// byte, as a TCP proxy would; and a node that stops leading closes its
-// connections that consume, with 320 CONNECTION_FORCED, so their clients
-// reconnect and land on the new leader. Each node announces its door's
+// byte, as a TCP proxy would (a TLS connection is decrypted here and its
+// AMQP bytes go on to the leader's plain door, AdvertiseAddr: the nodes'
+// own network is trusted, docs/security.md); and a node that stops
+// leading closes its connections that consume, with 320
+// CONNECTION_FORCED, so their clients reconnect and land on the new
+// leader. Each node announces its door's
 // address (Config.AdvertiseAddr) in the replicated records, under
 // namespace "amqp", key "node/<id>". A follower that does not know the
 // leader's address, or cannot reach it, serves the connection itself
@@ -74,6 +79,96 @@ const proxyDialTimeout = 3 * time.Second
 // connected.
 var proxyMarker = [8]byte{'C', 'F', 'L', 'X', 0, 'P', 'R', 'X'}
 
+// proxyMarkerFrom is proxyMarker naming the client: a shortstr with its
+// address ("ip:port") follows, then the client's bytes. The leader logs the
+// client in with that address (guest only from loopback, failures counted
+// per client, not per node), but only when the connection comes from an
+// address a node advertises its door on: anyone else could name any
+// address.
+var proxyMarkerFrom = [8]byte{'C', 'F', 'L', 'X', 1, 'P', 'R', 'X'}
+
+// handOffHeader starts a handed-on connection: the marker, the client's
+// address when it has one, then the bytes already read from the client.
+func handOffHeader(client net.Addr, first []byte) []byte {
+	ap, err := netip.ParseAddrPort(addrString(client))
+	if err != nil {
+		return append(proxyMarker[:], first...)
+	}
+	a := ap.String()
+	b := append(proxyMarkerFrom[:], byte(len(a)))
+	b = append(b, a...)
+	return append(b, first...)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// readHandOff reads the client address of proxyMarkerFrom and keeps it if
+// the connection comes from a node.
+func (c *conn) readHandOff() error {
+	n, err := c.r.ReadByte()
+	if err != nil {
+		return err
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c.r, b); err != nil {
+		return err
+	}
+	ap, err := netip.ParseAddrPort(string(b))
+	if err != nil {
+		return fmt.Errorf("amqp: hand-off names a bad client address %q: %w", b, err)
+	}
+	if !c.s.fromNode(c.nc.RemoteAddr()) {
+		c.s.log.Info("amqp hand-off from an address no node advertises: the client address it names is ignored",
+			"remote", c.nc.RemoteAddr().String(), "named", ap.String())
+		return nil
+	}
+	c.from.Store(net.TCPAddrFromAddrPort(ap))
+	return nil
+}
+
+// resolveTimeout bounds the lookup of a node's advertised host name.
+const resolveTimeout = 2 * time.Second
+
+// fromNode reports whether peer's IP is one a voter advertises its AMQP
+// door on (a host name is resolved).
+func (s *Server) fromNode(peer net.Addr) bool {
+	pa, err := netip.ParseAddrPort(addrString(peer))
+	if err != nil {
+		return false
+	}
+	ip := pa.Addr().Unmap()
+	for _, id := range s.b.Status().Voters {
+		v, ok := s.b.Record(recordNS, nodeKey(id))
+		if !ok {
+			continue
+		}
+		host, _, err := net.SplitHostPort(string(v))
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil {
+			if a.Unmap() == ip {
+				return true
+			}
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, resolveTimeout)
+		as, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", host) // nil on an error
+		cancel()
+		for _, a := range as {
+			if a.Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // handOn hands nc to the leader's door when this node is a follower that
 // knows it, and returns nil; else it returns the connection to serve here
 // (with what was read of it put back).
@@ -82,19 +177,21 @@ func (s *Server) handOn(nc net.Conn) net.Conn {
 	if !ok {
 		return nc
 	}
-	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	// The whole deadline, not only the read's: over TLS the first read
+	// is the TLS handshake, which writes too.
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	var first [8]byte
 	if _, err := io.ReadFull(nc, first[:]); err != nil {
 		_ = nc.Close()
 		return nil
 	}
-	_ = nc.SetReadDeadline(time.Time{})
-	if first == proxyMarker {
+	_ = nc.SetDeadline(time.Time{})
+	if first == proxyMarker || first == proxyMarkerFrom {
 		return nc // handed on to us already: ours
 	}
 	up, err := net.DialTimeout("tcp", addr, proxyDialTimeout)
 	if err == nil {
-		_, err = up.Write(append(proxyMarker[:], first[:]...))
+		_, err = up.Write(handOffHeader(nc.RemoteAddr(), first[:]))
 	}
 	if err != nil {
 		s.log.Warn("leader's AMQP door unreachable: serving the connection here", "leader_addr", addr, "err", err)

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/semaphore"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
 )
 
@@ -42,6 +43,16 @@ type conn struct {
 	heartbeat time.Duration
 	vhost     string
 	caps      frame.Table // the client's capabilities
+	// user is who logged in (nil: the broker does not check
+	// credentials); perms reads its permissions again at each check.
+	user *auth.User
+	// permsUser is the user as perms last read it, good until the broker
+	// applies anything more (permsValid closes). Read goroutine only.
+	permsUser  *auth.User
+	permsValid <-chan struct{}
+	// from is the client's address named by the door that handed the
+	// connection on (cluster.go); nil: the socket's peer.
+	from atomic.Pointer[net.TCPAddr]
 
 	chans map[uint16]*channel // read goroutine only
 	// closing: connection.close was sent; only close and close-ok count.
@@ -109,7 +120,7 @@ func (c *conn) serve() {
 			c.shutdown(ae)
 			c.drain(ae.desync)
 		}
-		c.s.log.Debug("amqp handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+		c.s.log.Debug("amqp handshake failed", "remote", c.remoteAddr().String(), "err", err)
 		return
 	}
 	if c.heartbeat > 0 {
@@ -127,7 +138,7 @@ func (c *conn) serve() {
 		return
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
-		c.s.log.Debug("amqp connection ended", "remote", c.nc.RemoteAddr().String(), "err", err)
+		c.s.log.Debug("amqp connection ended", "remote", c.remoteAddr().String(), "err", err)
 	}
 }
 
@@ -168,7 +179,12 @@ func (c *conn) handshake() error {
 	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 		return err
 	}
-	if hdr == proxyMarker { // handed on by another door: the client's header follows
+	if hdr == proxyMarker || hdr == proxyMarkerFrom { // handed on by another door: the client's header follows
+		if hdr == proxyMarkerFrom {
+			if err := c.readHandOff(); err != nil {
+				return err
+			}
+		}
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 			return err
 		}
@@ -198,11 +214,14 @@ func (c *conn) handshake() error {
 	if !ok {
 		return hardErr(codeCommandInvalid, "expected connection.start-ok, got %s", m.Name())
 	}
+	if t, ok := so.ClientProperties["capabilities"].(frame.Table); ok {
+		c.caps = t
+	}
 	if so.Mechanism != "PLAIN" && so.Mechanism != "AMQPLAIN" {
 		return hardErr(codeAccessRefused, "unsupported authentication mechanism %q", so.Mechanism)
 	}
-	if t, ok := so.ClientProperties["capabilities"].(frame.Table); ok {
-		c.caps = t
+	if err := c.login(so); err != nil {
+		return err
 	}
 	tune := &frame.ConnectionTune{ChannelMax: c.s.cfg.ChannelMax, FrameMax: c.s.cfg.FrameMaxBytes, Heartbeat: c.s.cfg.HeartbeatSeconds}
 	if err := c.sendMethod(0, tune); err != nil {
@@ -235,8 +254,22 @@ func (c *conn) handshake() error {
 	if c.vhost == "" {
 		c.vhost = "/"
 	}
+	// Vhosts need not be created: any name is a namespace of its own, and
+	// a user may open those it has permissions on.
+	if u := c.perms(); u != nil && !u.CanOpenVHost(c.vhost) {
+		return withMethod(hardErr(codeNotAllowed, "access to vhost '%s' refused for user '%s'", c.vhost, u.Name), op)
+	}
 	_ = c.nc.SetDeadline(time.Time{})
 	return c.sendMethod(0, &frame.ConnectionOpenOk{})
+}
+
+// remoteAddr is the client's address: the socket's peer, or the client
+// of the door that handed the connection on.
+func (c *conn) remoteAddr() net.Addr {
+	if a := c.from.Load(); a != nil {
+		return a
+	}
+	return c.nc.RemoteAddr()
 }
 
 // readMethod0 reads the next frame of the handshake: a method on channel 0.
@@ -445,9 +478,9 @@ func (c *conn) shutdown(e *amqpError) {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
 		if e.code != codeConnectionForced {
-			c.s.log.Debug("amqp connection error", "remote", c.nc.RemoteAddr().String(), "code", e.code, "text", e.text)
+			c.s.log.Debug("amqp connection error", "remote", c.remoteAddr().String(), "code", e.code, "text", e.text)
 		}
-		_ = c.sendMethod(0, &frame.ConnectionClose{ReplyCode: e.code, ReplyText: e.text, FailedClassID: e.classID, FailedMethodID: e.methodID})
+		_ = c.sendMethod(0, &frame.ConnectionClose{ReplyCode: e.code, ReplyText: e.replyText(), FailedClassID: e.classID, FailedMethodID: e.methodID})
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
 )
@@ -57,6 +58,9 @@ type consumer struct {
 
 func (ch *channel) consume(m *frame.BasicConsume) error {
 	s := ch.c.s
+	if err := ch.c.allow(ch.c.perms(), auth.Read, kindQueueObj, ch.queueName(m.Queue)); err != nil {
+		return err
+	}
 	q, err := ch.usableQueue(m.Queue)
 	if err != nil {
 		return err
@@ -329,6 +333,9 @@ func contentOf(m *broker.Fetched) (exchange, key string, props []byte) {
 
 func (ch *channel) get(m *frame.BasicGet) error {
 	s := ch.c.s
+	if err := ch.c.allow(ch.c.perms(), auth.Read, kindQueueObj, ch.queueName(m.Queue)); err != nil {
+		return err
+	}
 	q, err := ch.usableQueue(m.Queue)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/core/broker/command"
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
@@ -23,7 +24,10 @@ func (ch *channel) exchangeDeclare(m *frame.ExchangeDeclare) error {
 		if !exists {
 			return softErr(codeNotFound, "no exchange '%s' in vhost '%s'", m.Exchange, vhost)
 		}
-		return ch.replyUnless(m.NoWait, &frame.ExchangeDeclareOk{})
+		return ch.replyUnless(m.NoWait, &frame.ExchangeDeclareOk{}) // RabbitMQ checks no permission for a passive declare
+	}
+	if err := ch.c.allow(ch.c.perms(), auth.Configure, kindExchangeObj, m.Exchange); err != nil {
+		return err
 	}
 	if m.Exchange == "" || strings.HasPrefix(m.Exchange, "amq.") {
 		return softErr(codeAccessRefused, "exchange name '%s' contains reserved prefix 'amq.*'", m.Exchange)
@@ -58,6 +62,9 @@ func (ch *channel) exchangeDeclare(m *frame.ExchangeDeclare) error {
 
 func (ch *channel) exchangeDelete(m *frame.ExchangeDelete) error {
 	s, vhost := ch.c.s, ch.c.vhost
+	if err := ch.c.allow(ch.c.perms(), auth.Configure, kindExchangeObj, m.Exchange); err != nil {
+		return err
+	}
 	if m.Exchange == "" || strings.HasPrefix(m.Exchange, "amq.") {
 		return softErr(codeAccessRefused, "cannot delete exchange '%s'", m.Exchange)
 	}
@@ -89,6 +96,9 @@ func (ch *channel) bind(dest string, destIsExch bool, source, key string, args f
 		return softErr(codeAccessRefused, "operation not permitted on the default exchange")
 	}
 	t := s.topo.get()
+	if err := ch.allowBind(t, dest, destIsExch, source, key, unbind); err != nil {
+		return err
+	}
 	b := &bindingDef{VHost: vhost, Source: source, Dest: dest, DestIsExch: destIsExch, Key: key, ArgsJSON: canonical(args)}
 	if unbind {
 		ctx, cancel := ch.opCtx()
@@ -120,6 +130,41 @@ func (ch *channel) bind(dest string, destIsExch bool, source, key string, args f
 		return internalErr(err)
 	}
 	return ch.replyUnless(noWait, ok)
+}
+
+// allowBind is RabbitMQ's check of queue.bind, exchange.bind and their
+// unbinds: write on the destination, read on the source. In the address
+// space shared with MQTT (amq.topic of vhost "/") the binding key must
+// also be a subscription the user's MQTT rules allow (unbinds too, as
+// RabbitMQ checks its topic permissions), and what a new binding lets
+// into that space a publish they allow (an unbind lets nothing in).
+func (ch *channel) allowBind(t *topology, dest string, destIsExch bool, source, key string, unbind bool) error {
+	c := ch.c
+	u := c.perms()
+	if u == nil {
+		return nil
+	}
+	destKind := kindQueueObj
+	if destIsExch {
+		destKind = kindExchangeObj
+	}
+	if err := c.allow(u, auth.Write, destKind, dest); err != nil {
+		return err
+	}
+	if err := c.allow(u, auth.Read, kindExchangeObj, source); err != nil {
+		return err
+	}
+	if c.sharedSpace(source) {
+		if err := c.allowTopic(u, key, true, true); err != nil {
+			return err
+		}
+	}
+	if destIsExch && !unbind && c.sharedSpace(dest) {
+		if e, ok := t.exchange(c.vhost, source); ok {
+			return c.allowPublishThrough(u, e.routeKind(), key)
+		}
+	}
+	return nil
 }
 
 // usableQueue resolves a queue name of a method ("" is the channel's last
@@ -174,6 +219,9 @@ func (ch *channel) queueDeclare(m *frame.QueueDeclare) error {
 	if err := def.readArgs(m.Arguments); err != nil {
 		return err
 	}
+	if err := ch.allowDeclareQueue(def); err != nil {
+		return err
+	}
 	if q, ok := t.queue(vhost, name); ok {
 		if err := ch.c.owns(q); err != nil {
 			return err
@@ -207,6 +255,39 @@ func (ch *channel) queueDeclare(m *frame.QueueDeclare) error {
 	}
 	ch.lastQueue = name
 	return ch.declareOk(def, m.NoWait)
+}
+
+// allowDeclareQueue is RabbitMQ's check of a queue.declare (not passive):
+// configure on the queue; with a dead-letter exchange also write on that
+// exchange and read on the queue. Dead letters sent to amq.topic of vhost
+// "/" enter the address space shared with MQTT, so the user's MQTT rules
+// must allow publishing with their routing key (x-dead-letter-routing-key,
+// or without it any key: the messages keep their own).
+func (ch *channel) allowDeclareQueue(q *queueDef) error {
+	c := ch.c
+	u := c.perms()
+	if u == nil {
+		return nil
+	}
+	if err := c.allow(u, auth.Configure, kindQueueObj, q.Name); err != nil {
+		return err
+	}
+	if !q.HasDLX {
+		return nil
+	}
+	if err := c.allow(u, auth.Write, kindExchangeObj, q.DLX); err != nil {
+		return err
+	}
+	if err := c.allow(u, auth.Read, kindQueueObj, q.Name); err != nil {
+		return err
+	}
+	if c.sharedSpace(q.DLX) {
+		if q.HasDLRK {
+			return c.allowTopic(u, q.DLRoutingKey, false, false)
+		}
+		return c.allowTopic(u, "#", true, false)
+	}
+	return nil
 }
 
 // readArgs validates the queue arguments Conflux acts on; others are
@@ -255,6 +336,9 @@ func (ch *channel) declareOk(q *queueDef, noWait bool) error {
 }
 
 func (ch *channel) queuePurge(m *frame.QueuePurge) error {
+	if err := ch.c.allow(ch.c.perms(), auth.Read, kindQueueObj, ch.queueName(m.Queue)); err != nil {
+		return err
+	}
 	q, err := ch.usableQueue(m.Queue)
 	if err != nil {
 		return err
@@ -272,6 +356,9 @@ func (ch *channel) queuePurge(m *frame.QueuePurge) error {
 func (ch *channel) queueDelete(m *frame.QueueDelete) error {
 	s, vhost := ch.c.s, ch.c.vhost
 	name := ch.queueName(m.Queue)
+	if err := ch.c.allow(ch.c.perms(), auth.Configure, kindQueueObj, name); err != nil {
+		return err
+	}
 	q, ok := s.topo.get().queue(vhost, name)
 	if !ok {
 		return ch.replyUnless(m.NoWait, &frame.QueueDeleteOk{}) // RabbitMQ: deleting nothing is fine

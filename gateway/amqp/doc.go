@@ -32,9 +32,16 @@
 //     "/" (foreign.go): the door is a core Router, asked for more
 //     destinations as any message is stored, so an MQTT publish to
 //     site1/dev42/temp is indexed in the queues bound with keys matching
-//     "site1.dev42.temp" (a RocketMQ message: "<topic>.<tag>").
+//     "site1.dev42.temp" (a RocketMQ message: "<topic>.<tag>"); '/' and
+//     '.' are swapped, as RabbitMQ's MQTT plugin does, so site1/a.b is
+//     "site1.a/b".
 //   - A publish with x-delay to an x-delayed-message exchange waits in the
 //     core's timers (delayed.go) and is routed when due.
+//   - Logins (PLAIN, AMQPLAIN) are the broker's users; every method checks
+//     RabbitMQ's configure, write and read permissions of the vhost, and
+//     amq.topic of vhost "/" also the user's MQTT rules, since it is the
+//     MQTT address space (auth.go; docs/security.md). TLS listeners are
+//     served as plain ones (Serve takes any net.Listener).
 //   - The core's disk alarm is RabbitMQ's (alarm.go): clients that
 //     announce the capability get connection.blocked and unblocked; a
 //     publish the broker refuses (broker.ErrDiskFull) is nacked in confirm
@@ -52,7 +59,6 @@
 // served there); followers hand new connections to the leader's door and
 // send consuming clients there (cluster.go). A client served by a follower
 // that cannot reach the leader can publish but its consumers wait. There
-// is no authentication (any user and password are accepted), no
-// x-expires, max-length or priorities; docs/amqp.md lists what is there
-// and what is not.
+// is no EXTERNAL (client certificate) login, no x-expires, max-length or
+// priorities; docs/amqp.md lists what is there and what is not.
 package amqp

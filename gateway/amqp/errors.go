@@ -36,6 +36,26 @@ type amqpError struct {
 
 func (e *amqpError) Error() string { return fmt.Sprintf("amqp %d: %s", e.code, e.text) }
 
+// codeNames are the reply codes' names, as RabbitMQ puts them in front of
+// every reply text ("ACCESS_REFUSED - …"): people search for those
+// strings, and some tools match them.
+var codeNames = map[uint16]string{
+	codeConnectionForced: "CONNECTION_FORCED", codeAccessRefused: "ACCESS_REFUSED", codeNotFound: "NOT_FOUND",
+	codeResourceLocked: "RESOURCE_LOCKED", codePreconditionFailed: "PRECONDITION_FAILED", codeFrameError: "FRAME_ERROR",
+	codeSyntaxError: "SYNTAX_ERROR", codeCommandInvalid: "COMMAND_INVALID", codeChannelError: "CHANNEL_ERROR",
+	codeUnexpectedFrame: "UNEXPECTED_FRAME", codeResourceError: "RESOURCE_ERROR", codeNotAllowed: "NOT_ALLOWED",
+	codeNotImplemented: "NOT_IMPLEMENTED", codeInternalError: "INTERNAL_ERROR",
+}
+
+// replyText is the text of the channel.close or connection.close that
+// carries the error: RabbitMQ's "NAME - text".
+func (e *amqpError) replyText() string {
+	if n, ok := codeNames[e.code]; ok {
+		return shortText(n + " - " + e.text)
+	}
+	return e.text
+}
+
 func softErr(code uint16, format string, args ...any) *amqpError {
 	return &amqpError{code: code, text: shortText(fmt.Sprintf(format, args...))}
 }

@@ -55,13 +55,36 @@ func coreRoutes(qs []*queueDef) []broker.Route {
 	return out
 }
 
-// foreignKey is the amq.topic routing key of another door's message.
+// foreignKey is the amq.topic routing key of another door's message: its
+// MQTT topic (a RocketMQ message's is "<topic>/<tag>") with '/' and '.'
+// swapped, as RabbitMQ's MQTT plugin maps them. The swap keeps the mapping
+// one to one, which the permission checks rely on (auth.go, mqttView):
+// replacing '/' alone would give site1/bob.x/temp and site1/bob/x/temp the
+// same key, so a binding allowed for site1/bob/# would also receive what
+// the rules keep for site1/bob.x/#.
 func foreignKey(topic, tags, mqttTopic string) string {
 	switch {
 	case mqttTopic != "":
-		return strings.ReplaceAll(mqttTopic, "/", ".")
+		return swapDotSlash(mqttTopic)
 	case tags != "":
-		return topic + "." + tags
+		return topic + "." + swapDotSlash(tags)
 	}
 	return topic
+}
+
+// swapDotSlash exchanges '/' and '.'.
+func swapDotSlash(s string) string {
+	if !strings.ContainsAny(s, "./") {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		switch c {
+		case '/':
+			b[i] = '.'
+		case '.':
+			b[i] = '/'
+		}
+	}
+	return string(b)
 }

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/conflux-mq/conflux/core/auth"
 )
 
 // debianPython is Debian's interpreter: python3-pika installs there, not
@@ -218,5 +221,94 @@ func TestPikaDiskAlarm(t *testing.T) {
 	}
 	if _, ok, err := ch.Get("pika.alarm", false); ok || err != nil {
 		t.Fatalf("after pika: more than was confirmed (ok %v, err %v)", ok, err)
+	}
+}
+
+// pikaAuthScript tries a wrong login, a vhost the user may not open, then
+// the right credentials, and prints what each did as JSON. pika announces
+// authentication_failure_close, so its wrong login meets connection.close
+// 403.
+const pikaAuthScript = `
+import json, sys, pika
+def attempt(url):
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception as e:
+        return {"error": [c.__name__ for c in type(e).__mro__], "text": str(e)}
+    return {"conn": conn}
+out = {}
+for name, url in (("bad", sys.argv[1]), ("vhost", sys.argv[2])):
+    r = attempt(url)
+    out[name] = r if "conn" not in r else {"error": [], "text": "connected"}
+r = attempt(sys.argv[3])
+if "conn" in r:
+    ch = r["conn"].channel()
+    ch.queue_declare(queue="pika.auth")
+    ch.confirm_delivery()
+    ch.basic_publish(exchange="", routing_key="pika.auth", body=b"hello")
+    m, props, body = ch.basic_get(queue="pika.auth", auto_ack=True)
+    out["good"] = body.decode()
+    r["conn"].close()
+else:
+    out["good"] = r
+print(json.dumps(out))
+`
+
+// TestPikaAuth: pika's wrong login (mallory/wrongpassword) fails with
+// its authentication error, carrying our 403 ACCESS_REFUSED; a vhost
+// the user has no permissions on fails with its access-denied error
+// (530); the right credentials publish and get.
+func TestPikaAuth(t *testing.T) {
+	needPika(t)
+	n := startAuthNode(t)
+	putUser(t, n, auth.User{Name: "pia", VHosts: map[string]auth.VHostPerm{"/": allOf}}, "pia-pw")
+	cmd := exec.Command(debianPython, "-c", pikaAuthScript, userURL(n, "mallory", "wrongpassword", "/"),
+		userURL(n, "pia", "pia-pw", "elsewhere"), userURL(n, "pia", "pia-pw", "/"))
+	cmd.Stderr = os.Stderr
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() {
+		out, err = cmd.Output()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatal("pika script did not finish")
+	}
+	if err != nil {
+		t.Fatalf("pika: %v\n%s", err, out)
+	}
+	type failure struct {
+		Error []string
+		Text  string
+	}
+	var res struct {
+		Bad, VHost failure
+		Good       any
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("pika output %q: %v", out, err)
+	}
+	isA := func(f failure, names ...string) bool {
+		for _, n := range names {
+			if slices.Contains(f.Error, n) {
+				return true
+			}
+		}
+		return false
+	}
+	if !isA(res.Bad, "ProbableAuthenticationError", "AuthenticationError") || !strings.Contains(res.Bad.Text, "ACCESS_REFUSED") {
+		t.Fatalf("pika's wrong login: %+v", res.Bad)
+	}
+	if !isA(res.VHost, "ProbableAccessDeniedError") || !strings.Contains(res.VHost.Text, "NOT_ALLOWED - access to vhost 'elsewhere'") {
+		t.Fatalf("pika's refused vhost: %+v", res.VHost)
+	}
+	t.Logf("pika: wrong login %v %q; vhost %v %q", res.Bad.Error[0], res.Bad.Text, res.VHost.Error[0], res.VHost.Text)
+	if res.Good != "hello" {
+		t.Fatalf("pika with the right credentials: %v", res.Good)
 	}
 }

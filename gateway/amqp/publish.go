@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/core/log/batch"
 	"github.com/conflux-mq/conflux/gateway/amqp/frame"
@@ -114,6 +115,9 @@ func (s *Server) maxBody() int { return max(s.b.MaxMessageBytes()-1024, 0) }
 // transaction).
 func (ch *channel) publish(p *publishing) error {
 	s, vhost := ch.c.s, ch.c.vhost
+	if err := ch.allowPublish(p); err != nil {
+		return err
+	}
 	t := s.topo.get()
 	e, ok := t.exchange(vhost, p.m.Exchange)
 	if !ok {
@@ -163,6 +167,28 @@ func (ch *channel) publish(p *publishing) error {
 	}
 	ch.pipeFor().push(p)
 	return nil
+}
+
+// allowPublish is RabbitMQ's check of basic.publish: write on the
+// exchange (before its existence is looked at, so a refused user learns
+// nothing of it); in the address space shared with MQTT, a publish the
+// user's MQTT rules allow; and a user-id property, if set, that is the
+// user's own name.
+func (ch *channel) allowPublish(p *publishing) error {
+	c := ch.c
+	u := c.perms()
+	if u == nil {
+		return nil
+	}
+	if err := c.allow(u, auth.Write, kindExchangeObj, p.m.Exchange); err != nil {
+		return err
+	}
+	if c.sharedSpace(p.m.Exchange) {
+		if err := c.allowTopic(u, p.m.RoutingKey, false, false); err != nil {
+			return err
+		}
+	}
+	return c.checkUserID(p.props)
 }
 
 // Transaction limits: a transaction is held in memory until tx.commit.

@@ -67,7 +67,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts connections on ln in the background until Close.
+// Serve accepts connections on ln in the background until Close. Call it
+// once per listener: the plain door, and AMQPS as tls.NewListener over
+// another (the TLS handshake runs within HandshakeTimeout, in the
+// connection's own goroutine, so a slow handshake holds up no one else).
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
