@@ -1,11 +1,13 @@
 package mqtt
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 )
 
@@ -61,6 +63,32 @@ type Config struct {
 	// exceeded, 3.1.1: 0x80). With MaxTopicBytes it bounds a persistent
 	// session's record, which must fit a broker record (4 MiB).
 	MaxSubscriptions int // 100, fewer if MaxTopicBytes is over 5000
+
+	// TLS serves the MQTT over TLS and secure WebSocket listeners
+	// (Listeners.TLS, Listeners.WSS); internal/tlsconf's Set.Server()
+	// picks up renewed certificates without dropping connections.
+	TLS *tls.Config
+	// CertLogin: a client on a TLS listener whose certificate the TLS
+	// configuration verified logs in as the certificate's common name,
+	// without a password (EMQX's peer_cert_as_username, AWS IoT). The
+	// user must exist; a user name and password sent as well are ignored.
+	CertLogin bool
+	// AnonymousUser is who a client that sends neither a user name nor a
+	// password is (RabbitMQ's mqtt.default_user). Such clients are admitted
+	// from loopback addresses only, unless AnonymousAnyAddress.
+	AnonymousUser string // "guest"
+	// AnonymousAnyAddress admits anonymous clients from any address, as
+	// AnonymousUser; never as guest, which is for loopback only on
+	// every door.
+	AnonymousAnyAddress bool
+	// NoAnonymous refuses clients that send no user name (CONNACK 0x05,
+	// MQTT 5: 0x87).
+	NoAnonymous bool
+	// ObscureNotAuthorized makes an MQTT 5 SUBACK refuse a filter the
+	// user may not subscribe to with 0x80 (unspecified error) rather than
+	// 0x87 (not authorized); 3.1.1 has only 0x80. Eclipse Paho's
+	// client_test5.py test_subscribe_failure expects 0x80.
+	ObscureNotAuthorized bool
 }
 
 // subsRecordBudget is the part of a session record its subscriptions may
@@ -131,6 +159,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxSubscriptions == 0 {
 		c.MaxSubscriptions = max(1, min(100, subsRecordBudget/subRecordBound(c.MaxTopicBytes)))
 	}
+	if c.AnonymousUser == "" {
+		c.AnonymousUser = guestUser
+	}
 	return c
 }
 
@@ -168,6 +199,11 @@ func (c Config) Validate() error {
 	case c.MaxSubscriptions < 1 || c.MaxSubscriptions*subRecordBound(c.MaxTopicBytes) > subsRecordBudget:
 		return fmt.Errorf("mqtt: MaxSubscriptions %d outside [1, %d] (with MaxTopicBytes %d a session record must stay within 4 MiB)",
 			c.MaxSubscriptions, subsRecordBudget/subRecordBound(c.MaxTopicBytes), c.MaxTopicBytes)
+	case c.CertLogin && c.TLS == nil:
+		return errors.New("mqtt: CertLogin needs TLS (client certificates are read from TLS connections)")
+	}
+	if err := auth.ValidName(c.AnonymousUser); err != nil {
+		return fmt.Errorf("mqtt: AnonymousUser: %w", err)
 	}
 	return nil
 }

@@ -15,6 +15,12 @@
 //     retained messages, persistent sessions (subscriptions and per-queue
 //     delivery positions), session ownership, delayed wills and the owner
 //     node of each shared-subscription group.
+//   - Identity: a CONNECT is logged in against the broker's users (user
+//     name and password, a verified client certificate, or the anonymous
+//     user from loopback), and every PUBLISH and SUBSCRIBE is checked
+//     against the user's MQTT rules as they are at that moment (auth.go;
+//     docs/security.md). Listeners serve TCP, WebSocket, TLS and secure
+//     WebSocket.
 //
 // docs/mqtt.md describes the mapping and what is not supported yet.
 package mqtt

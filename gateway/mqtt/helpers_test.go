@@ -11,6 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/core/raft"
@@ -22,6 +23,8 @@ type node struct {
 	srv    *Server
 	addr   string // MQTT over TCP
 	wsAddr string
+	// With Config.TLS set: MQTT over TLS and over secure WebSocket.
+	tlsAddr, wssAddr string
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
@@ -63,7 +66,9 @@ func freeAddr(t *testing.T) string {
 
 func brokerConfig(dir string) broker.Config {
 	return broker.Config{DataDir: dir, Log: clog.Config{SegmentSizeBytes: 4 << 20},
-		Raft: raft.Config{TickInterval: 20 * time.Millisecond}, DefaultQueues: 4}
+		Raft: raft.Config{TickInterval: 20 * time.Millisecond}, DefaultQueues: 4,
+		// Cheap password hashes: tests create users and log in often.
+		Auth: broker.AuthConfig{Hash: auth.HashParams{MemoryKiB: 64, Time: 1, Threads: 1}}}
 }
 
 func startServer(t *testing.T, b *broker.Broker, id uint64, tune func(*Config)) *node {
@@ -76,12 +81,24 @@ func startServer(t *testing.T, b *broker.Broker, id uint64, tune func(*Config)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp, ws := listen(t), listen(t)
-	if err := srv.Start(tcp, ws); err != nil {
+	ls := Listeners{TCP: listen(t), WS: listen(t)}
+	if cfg.TLS != nil {
+		ls.TLS, ls.WSS = listen(t), listen(t)
+	}
+	if err := srv.StartListeners(ls); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	return &node{b: b, srv: srv, addr: tcp.Addr().String(), wsAddr: ws.Addr().String()}
+	if b.AuthEnabled() {
+		// Clients without credentials are the default user, guest: wait
+		// for the cluster to have created it.
+		waitFor(t, 10*time.Second, "the default user", func() bool { _, ok := b.LookupUser(guestUser); return ok })
+	}
+	n := &node{b: b, srv: srv, addr: ls.TCP.Addr().String(), wsAddr: ls.WS.Addr().String()}
+	if ls.TLS != nil {
+		n.tlsAddr, n.wssAddr = ls.TLS.Addr().String(), ls.WSS.Addr().String()
+	}
+	return n
 }
 
 // startNode: a single-node broker and its MQTT server.

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,11 +33,17 @@ type hook struct {
 	// readers: clients holding retainLock shared (a SUBSCRIBE in
 	// progress), with when their SUBACK was ready (zero before).
 	readers map[*mqtt.Client]time.Time
+	// denied: the filters of the SUBSCRIBE in progress (OnSubscribe to
+	// OnPacketProcessed) that the client's user may not subscribe to,
+	// for OnACLCheck; denying counts its entries.
+	denied  map[*mqtt.Client]map[string]bool
+	denying atomic.Int64
 }
 
 func newHook(s *Server) *hook {
 	return &hook{s: s, pipes: map[*mqtt.Client]*pipe{}, sessions: map[string]*session{}, shares: map[string]int{},
-		members: map[string]map[string]bool{}, readers: map[*mqtt.Client]time.Time{}}
+		members: map[string]map[string]bool{}, readers: map[*mqtt.Client]time.Time{},
+		denied: map[*mqtt.Client]map[string]bool{}}
 }
 
 func (h *hook) ID() string { return "conflux" }
@@ -52,8 +59,8 @@ func (h *hook) Provides(b byte) bool {
 }
 
 // OnConnect refuses client ids and will topics over the limits (they key
-// replicated records).
-func (h *hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+// replicated records), then logs the client in (auth.go).
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if len(cl.ID) > h.s.cfg.MaxClientIDBytes {
 		_ = h.s.mochi.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
 		return packets.ErrClientIdentifierNotValid
@@ -64,24 +71,34 @@ func (h *hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 		}
 		return packets.ErrTopicNameInvalid // 3.1.1 has no code for it: closed without CONNACK
 	}
-	return nil
+	return h.authenticate(cl, pk)
 }
 
-// OnConnectAuthenticate admits everyone: authentication is not built yet
-// (docs/mqtt.md says so).
+// OnConnectAuthenticate admits every client OnConnect let through: the
+// login is checked there, where the CONNACK code can be chosen.
 func (h *hook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
-// OnACLCheck allows every publish and subscription. For a delivery
-// (write=false while delivery injects a message) it is the one per-client
-// veto mochi offers: a session at its inflight bound gets nothing more,
-// and is disconnected to resume later from its positions, so a slow
-// subscriber never loses QoS 1/2 messages.
+// OnACLCheck refuses the filters of a SUBSCRIBE that OnSubscribe found
+// the user may not have (SUBACK 0x80, MQTT 5 0x87). Publishes are
+// checked in OnPublish instead, where a topic alias is resolved and the
+// refusal can wait its turn among the acks. A subscription once granted
+// is not checked again per message.
+//
+// For a delivery (write=false while delivery injects a message) it is
+// the one per-client veto mochi offers: a session at its inflight bound
+// gets nothing more, and is disconnected to resume later from its
+// positions, so a slow subscriber never loses QoS 1/2 messages.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if len(topic) > h.s.cfg.MaxTopicBytes {
-		return false // a filter over the limit: SUBACK 0x80
+		return false // a filter over the limit: refused in the SUBACK
 	}
 	if write {
 		return true
+	}
+	if h.subscriptionDenied(cl, topic) {
+		// (A delivery to cl of a topic spelt like a denied filter, while
+		// cl subscribes, is skipped too: its user may not read it.)
+		return false
 	}
 	cur := h.s.dl.current()
 	if cur == nil || cur.topicName != topic {
@@ -197,6 +214,18 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, packets.ErrRejectPacket
 		}
 	}
+	if !h.mayPublish(cl, pk.TopicName) {
+		// Debug only: a client may repeat a refused publish endlessly.
+		if h.s.log.Enabled(h.s.ctx, slog.LevelDebug) {
+			h.s.log.Debug("publish refused: the user may not publish to the topic", "client", cl.ID,
+				"user", string(cl.Properties.Username), "topic", pk.TopicName, "qos", pk.FixedHeader.Qos)
+		}
+		if x, ok := publishDenied(&pk); ok {
+			cl.State.Inflight.DecreaseReceiveQuota() // given back with the ack
+			h.pipe(cl).push(x)
+		}
+		return pk, packets.ErrRejectPacket
+	}
 	x := pending{msg: toMessage(&pk, cl.ID, h.s.cfg.FallbackTopic), qos: pk.FixedHeader.Qos, pid: pk.PacketID}
 	if pk.FixedHeader.Retain {
 		x.retained = retainedRecord(&pk)
@@ -293,6 +322,12 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	h.mu.Lock()
 	h.readers[cl] = time.Time{}
 	h.mu.Unlock()
+	denied := h.deniedFilters(cl, pk)
+	if len(denied) > 0 {
+		h.setDenied(cl, denied)
+		h.s.log.Debug("subscriptions refused: the user may not subscribe to them", "client", cl.ID,
+			"user", string(cl.Properties.Username), "filters", len(denied))
+	}
 	if ss := h.session(cl); ss != nil {
 		n := cl.State.Subscriptions.Len()
 		if ss.catchingUp.Load() && ss.resume != nil {
@@ -301,7 +336,7 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		var over map[string]bool
 		seen := map[string]bool{}
 		for _, f := range pk.Filters {
-			if _, ok := cl.State.Subscriptions.Get(f.Filter); ok || seen[f.Filter] {
+			if _, ok := cl.State.Subscriptions.Get(f.Filter); ok || seen[f.Filter] || denied[f.Filter] {
 				continue
 			}
 			seen[f.Filter] = true
@@ -354,6 +389,7 @@ func (h *hook) refuseOverLimit(cl *mqtt.Client, ss *session, pk packets.Packet, 
 // packet processed, after OnSubscribe for a SUBSCRIBE.
 func (h *hook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, _ error) {
 	if pk.FixedHeader.Type == packets.Subscribe {
+		h.clearDenied(cl)
 		h.mu.Lock()
 		delete(h.readers, cl)
 		h.mu.Unlock()
@@ -543,6 +579,12 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if !h.s.ownsSession(cl) {
 		return mqtt.Will{}, nil // the session moved to another node
+	}
+	if !h.mayPublish(cl, will.TopicName) {
+		// Allowed at CONNECT (or it would have been refused), not now.
+		h.s.log.Info("will dropped: the user may no longer publish to its topic", "client", cl.ID,
+			"user", string(cl.Properties.Username), "topic", will.TopicName)
+		return mqtt.Will{}, nil
 	}
 	h.s.publishWill(cl, will)
 	return mqtt.Will{}, nil

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 const (
 	listenerTCP = "mqtt-tcp"
 	listenerWS  = "mqtt-ws"
+	listenerTLS = "mqtt-tls"
+	listenerWSS = "mqtt-wss"
 	// applyListener marks the inline clients through which delivery injects
 	// committed messages: OnPublish lets them through to mochi's fan-out.
 	applyListener = "conflux-apply"
@@ -54,7 +57,7 @@ type Server struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	lns     []drainer // the client listeners, drained before mochi's Close
+	lns     []drainerListener // the client listeners, drained before mochi's Close
 }
 
 // New builds a server; Start serves it.
@@ -71,9 +74,11 @@ func New(cfg Config) (*Server, error) {
 	caps.MaximumInflight = cfg.MaxInflightMessages + 64
 	caps.MaximumClientWritesPending = cfg.MaxQueuedMessages
 	caps.MaximumSessionExpiryInterval = uint32(cfg.MaxSessionExpiry / time.Second)
-	// paho's conformance suites need these (reference/mqtt.md §1.7).
-	caps.Compatibilities.ObscureNotAuthorized = true
+	// paho's conformance suites need this (reference/mqtt.md §1.7).
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	// mochi's name for it: it changes only the SUBACK code of a filter
+	// the user may not subscribe to (and of one over MaxTopicBytes).
+	caps.Compatibilities.ObscureNotAuthorized = cfg.ObscureNotAuthorized
 	ms := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       cfg.Logger.With("component", "mochi"),
@@ -91,28 +96,58 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Listeners are the sockets a server serves, bound by the caller; nil
+// ones are off.
+type Listeners struct {
+	TCP net.Listener // MQTT over TCP (1883)
+	WS  net.Listener // MQTT over WebSocket (8083)
+	TLS net.Listener // MQTT over TLS (8883); needs Config.TLS
+	WSS net.Listener // MQTT over secure WebSocket (8084); needs Config.TLS
+}
+
 // Start serves MQTT over TCP on tcp and over WebSocket on ws (either may
-// be nil) and starts delivery; it returns at once.
+// be nil); StartListeners serves the TLS listeners too.
 func (s *Server) Start(tcp, ws net.Listener) error {
+	return s.StartListeners(Listeners{TCP: tcp, WS: ws})
+}
+
+// StartListeners serves MQTT on the listeners that are not nil and
+// starts delivery; it returns at once.
+func (s *Server) StartListeners(ls Listeners) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
 		return errors.New("mqtt: server already started or closed")
 	}
-	s.started = true
-	if tcp != nil {
-		l := newTCPListener(listenerTCP, tcp)
-		if err := s.mochi.AddListener(l); err != nil {
-			return fmt.Errorf("mqtt: tcp listener: %w", err)
-		}
-		s.lns = append(s.lns, l)
+	if (ls.TLS != nil || ls.WSS != nil) && s.cfg.TLS == nil {
+		return errors.New("mqtt: TLS listeners need Config.TLS")
 	}
-	if ws != nil {
-		l := newWSListener(listenerWS, ws)
-		if err := s.mochi.AddListener(l); err != nil {
-			return fmt.Errorf("mqtt: websocket listener: %w", err)
+	s.started = true
+	maxBytes := int(s.cfg.MaxPacketSizeBytes)
+	for _, l := range []struct {
+		ln  net.Listener
+		id  string
+		tls *tls.Config
+		ws  bool
+	}{
+		{ls.TCP, listenerTCP, nil, false},
+		{ls.WS, listenerWS, nil, true},
+		{ls.TLS, listenerTLS, s.cfg.TLS, false},
+		{ls.WSS, listenerWSS, s.cfg.TLS, true},
+	} {
+		if l.ln == nil {
+			continue
 		}
-		s.lns = append(s.lns, l)
+		var dl drainerListener
+		if l.ws {
+			dl = newWSListener(l.id, l.ln, l.tls, maxBytes)
+		} else {
+			dl = newTCPListener(l.id, l.ln, l.tls, maxBytes)
+		}
+		if err := s.mochi.AddListener(dl); err != nil {
+			return fmt.Errorf("mqtt: listener %s: %w", l.id, err)
+		}
+		s.lns = append(s.lns, dl)
 	}
 	s.loadRetained()
 	if err := s.mochi.Serve(); err != nil {
@@ -145,7 +180,7 @@ func (s *Server) Close() error {
 		for _, l := range lns {
 			l.stopAccepting()
 		}
-		for _, id := range []string{listenerTCP, listenerWS} {
+		for _, id := range []string{listenerTCP, listenerWS, listenerTLS, listenerWSS} {
 			for _, cl := range s.mochi.Clients.GetByListener(id) {
 				_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
 			}

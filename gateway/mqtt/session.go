@@ -214,6 +214,7 @@ func (s *Server) establish(cl *mqtt.Client, pk packets.Packet) *session {
 		ss.inflight, ss.floors, ss.skips = old.inflight, old.floors, old.skips
 		old.mu.Unlock()
 		ss.prev = existing
+		s.hook.pruneTakenOver(cl, existing)
 	default:
 		raw, ok := s.b.Record(nsSessions, cl.ID)
 		if !ok {
@@ -224,6 +225,7 @@ func (s *Server) establish(cl *mqtt.Client, pk packets.Packet) *session {
 			s.log.Warn("unreadable saved session: starting afresh", "client", cl.ID, "err", err)
 			break
 		}
+		rec.Subs = s.hook.allowedSubs(cl, rec.Subs)
 		ss.resume = &rec
 		ss.catchingUp.Store(true)
 		// A dormant client makes mochi answer "session present"; the
@@ -583,6 +585,7 @@ func (s *Server) watch(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var lastRetained time.Time
+	ownPrefix := fmt.Sprintf("%d/", s.cfg.NodeID) // claims made here (establish)
 	for {
 		ch := s.b.Changed()
 		select {
@@ -594,7 +597,13 @@ func (s *Server) watch(ctx context.Context) {
 		s.hook.mu.Lock()
 		var gone []*session
 		for cid, ss := range s.hook.sessions {
-			if got, ok := s.b.Record(nsOwners, cid); ok && string(got) != ss.claim {
+			// A newer claim made on this node is a takeover here, which
+			// mochi ends itself (inheritClientSession) once it has moved
+			// the old connection's subscriptions. Ending it from here too
+			// would race with that move: the old connection's
+			// OnDisconnect could save and drop the session first, and the
+			// new connection take it over empty.
+			if got, ok := s.b.Record(nsOwners, cid); ok && string(got) != ss.claim && !strings.HasPrefix(string(got), ownPrefix) {
 				gone = append(gone, ss)
 			}
 		}

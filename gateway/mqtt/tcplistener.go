@@ -1,6 +1,9 @@
 package mqtt
 
 import (
+	"context"
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -59,14 +62,28 @@ type drainer interface {
 	waitConns(time.Duration) bool
 }
 
-// tcpListener serves MQTT over TCP on a listener bound by the caller, like
-// mochi's listeners.Net, but with its connections tracked (connTracker).
+// drainerListener is one of our mochi listeners.
+type drainerListener interface {
+	listeners.Listener
+	drainer
+}
+
+// tcpListener serves MQTT over TCP, or over TLS when tls is set, on a
+// listener bound by the caller, like mochi's listeners.Net, but with its
+// connections tracked (connTracker). A TLS handshake is completed (or
+// fails, as plain MQTT bytes do) on the connection's own goroutine, within
+// connectTimeout, before mochi sees the connection.
 type tcpListener struct {
-	id    string
-	ln    net.Listener
-	log   *slog.Logger
-	conns connTracker
-	once  sync.Once
+	id       string
+	ln       net.Listener
+	tls      *tls.Config
+	maxBytes int // largest CONNECT rewritten (connectConn)
+	log      *slog.Logger
+	conns    connTracker
+	once     sync.Once
+	// ctx ends handshakes in progress when the listener stops.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 var (
@@ -74,11 +91,19 @@ var (
 	_ drainer            = (*tcpListener)(nil)
 )
 
-func newTCPListener(id string, ln net.Listener) *tcpListener { return &tcpListener{id: id, ln: ln} }
+func newTCPListener(id string, ln net.Listener, tlsConf *tls.Config, maxBytes int) *tcpListener {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &tcpListener{id: id, ln: ln, tls: tlsConf, maxBytes: maxBytes, ctx: ctx, cancel: cancel}
+}
 
-func (l *tcpListener) ID() string                  { return l.id }
-func (l *tcpListener) Address() string             { return l.ln.Addr().String() }
-func (l *tcpListener) Protocol() string            { return "tcp" }
+func (l *tcpListener) ID() string      { return l.id }
+func (l *tcpListener) Address() string { return l.ln.Addr().String() }
+func (l *tcpListener) Protocol() string {
+	if l.tls != nil {
+		return "tls"
+	}
+	return "tcp"
+}
 func (l *tcpListener) Init(log *slog.Logger) error { l.log = log; return nil }
 
 // Serve accepts until the listener is closed (mochi runs it in its own
@@ -95,16 +120,38 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		}
 		go func() {
 			defer l.conns.leave()
-			if err := establish(l.id, conn); err != nil {
+			c, err := l.handshake(conn)
+			if err != nil {
+				_ = conn.Close()
+				l.log.Debug("client connection refused", "listener", l.id, "remote", conn.RemoteAddr().String(), "err", err)
+				return
+			}
+			if err := establish(l.id, c); err != nil {
 				l.log.Debug("client connection ended", "err", err)
 			}
 		}()
 	}
 }
 
+// handshake completes the TLS handshake on a TLS listener; both kinds get
+// their CONNECT read through connectConn.
+func (l *tcpListener) handshake(conn net.Conn) (net.Conn, error) {
+	if l.tls == nil {
+		return newConnectConn(conn, l.maxBytes), nil
+	}
+	tc := tls.Server(conn, l.tls)
+	ctx, cancel := context.WithTimeout(l.ctx, connectTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("mqtt: TLS handshake: %w", err)
+	}
+	return newConnectConn(tc, l.maxBytes), nil
+}
+
 func (l *tcpListener) stopAccepting() {
 	l.once.Do(func() {
 		l.conns.stop()
+		l.cancel()
 		_ = l.ln.Close()
 	})
 }

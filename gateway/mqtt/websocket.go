@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,12 +15,16 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// wsListener serves MQTT over WebSocket on a listener bound by the caller
-// (mochi's own Websocket listener binds its address itself, too late for
-// serve's "bind every port before opening the data" rule).
+// wsListener serves MQTT over WebSocket, or secure WebSocket when tls is
+// set, on a listener bound by the caller (mochi's own Websocket listener
+// binds its address itself, too late for serve's "bind every port before
+// opening the data" rule). The HTTP server does the TLS handshake, within
+// its ReadHeaderTimeout.
 type wsListener struct {
 	id       string
 	ln       net.Listener
+	tls      *tls.Config
+	maxBytes int // largest CONNECT rewritten (connectConn)
 	log      *slog.Logger
 	srv      *http.Server
 	upgrader websocket.Upgrader
@@ -35,8 +40,8 @@ var (
 	_ drainer            = (*wsListener)(nil)
 )
 
-func newWSListener(id string, ln net.Listener) *wsListener {
-	return &wsListener{id: id, ln: ln, upgrader: websocket.Upgrader{
+func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, maxBytes int) *wsListener {
+	return &wsListener{id: id, ln: ln, tls: tlsConf, maxBytes: maxBytes, upgrader: websocket.Upgrader{
 		Subprotocols: []string{"mqtt", "mqttv3.1"},
 		// Devices and browser apps connect from anywhere; authentication,
 		// not the Origin header, is what protects the broker.
@@ -44,9 +49,14 @@ func newWSListener(id string, ln net.Listener) *wsListener {
 	}}
 }
 
-func (l *wsListener) ID() string       { return l.id }
-func (l *wsListener) Address() string  { return l.ln.Addr().String() }
-func (l *wsListener) Protocol() string { return "ws" }
+func (l *wsListener) ID() string      { return l.id }
+func (l *wsListener) Address() string { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string {
+	if l.tls != nil {
+		return "wss"
+	}
+	return "ws"
+}
 
 func (l *wsListener) Init(log *slog.Logger) error {
 	l.log = log
@@ -65,11 +75,16 @@ func (l *wsListener) Init(log *slog.Logger) error {
 			return
 		}
 		defer c.Close()
-		if err := establish(l.id, &wsConn{Conn: c.UnderlyingConn(), c: c}); err != nil {
+		// The underlying connection is the *tls.Conn on a secure
+		// listener: peerCertificate finds the client certificate there.
+		if err := establish(l.id, newConnectConn(&wsConn{Conn: c.UnderlyingConn(), c: c}, l.maxBytes)); err != nil {
 			l.log.Debug("websocket client ended", "err", err)
 		}
 	})
-	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Failed TLS handshakes (plain bytes on the secure port) are the
+	// client's problem: debug, not net/http's line on stderr.
+	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return nil
 }
 
@@ -77,8 +92,12 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	l.mu.Lock()
 	l.establish = establish
 	l.mu.Unlock()
+	ln := l.ln
+	if l.tls != nil {
+		ln = tls.NewListener(ln, l.tls)
+	}
 	go func() {
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			l.log.Error("websocket listener failed", "err", err)
 		}
 	}()
