@@ -114,11 +114,16 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 	}
 
 	// The RocketMQ and AMQP ports too: bound now, served once the broker is open.
-	var nsLn, brLn, amqpLn net.Listener
+	var nsLn, brLn, amqpLn, amqpTLSLn net.Listener
+	amqpsAddr := ""
+	if tlsSet != nil {
+		amqpsAddr = cfg.AMQPTLSAddr
+	}
 	for _, l := range []struct {
 		name, addr string
 		ln         *net.Listener
-	}{{"rocketmq-namesrv", cfg.NamesrvAddr, &nsLn}, {"rocketmq-broker", cfg.BrokerAddr, &brLn}, {"amqp", cfg.AMQPAddr, &amqpLn}} {
+	}{{"rocketmq-namesrv", cfg.NamesrvAddr, &nsLn}, {"rocketmq-broker", cfg.BrokerAddr, &brLn}, {"amqp", cfg.AMQPAddr, &amqpLn},
+		{"amqps", amqpsAddr, &amqpTLSLn}} {
 		if l.addr == "" {
 			continue
 		}
@@ -130,15 +135,11 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 		defer (*l.ln).Close()
 	}
 
-	mqttLn, mqttWSLn, ok := listenMQTT(log, cfg)
+	mqttLns, ok := listenMQTT(log, cfg, tlsSet != nil)
 	if !ok {
 		return exitFailure
 	}
-	for _, l := range []net.Listener{mqttLn, mqttWSLn} {
-		if l != nil {
-			defer l.Close()
-		}
-	}
+	defer closeMQTT(mqttLns)
 
 	reg := httpapi.NewRegistry()
 	started := time.Now()
@@ -175,12 +176,16 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 		log.Info("HTTP server listening", "addr", ln.Addr().String(), "paths", "/healthz /readyz /metrics /api/v1/cluster /api/v1/topics")
 	}
 	rmq := startRocketMQ(log, cfg, b, nsLn, brLn, serveErr)
-	mq, err := startMQTT(log, cfg, b, mqttLn, mqttWSLn)
+	var serverTLS *tls.Config
+	if tlsSet != nil {
+		serverTLS = tlsSet.Server()
+	}
+	mq, err := startMQTT(log, cfg, b, mqttLns, serverTLS)
 	if err != nil {
 		log.Error("cannot start the MQTT front door", "err", err)
 		return closeBroker(log, b, exitFailure)
 	}
-	aq, err := startAMQP(log, cfg, b, amqpLn)
+	aq, err := startAMQP(log, cfg, b, amqpLn, amqpTLSLn, serverTLS)
 	if err != nil {
 		log.Error("cannot start the AMQP front door", "err", err)
 		return closeBroker(log, b, exitFailure)

@@ -109,6 +109,9 @@ type Config struct {
 	// MQTTCertLogin: an MQTT client with a verified certificate logs in
 	// as the certificate's common name, without a password.
 	MQTTCertLogin bool
+	// MQTTObscureNotAuthorized: an MQTT 5 SUBACK refuses with 0x80, not
+	// 0x87 (what Eclipse Paho's v5 interoperability suite expects).
+	MQTTObscureNotAuthorized bool
 	// MetricsAuth puts /metrics behind the admin API's credentials.
 	MetricsAuth bool
 }
@@ -154,7 +157,7 @@ func Names() []string {
 		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
 		"auth", "default-user", "default-password", "auth-failures-per-minute",
 		"tls-cert-file", "tls-key-file", "tls-ca-file", "tls-client-auth",
-		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "metrics-auth",
+		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "mqtt-obscure-not-authorized", "metrics-auth",
 	}
 }
 
@@ -197,6 +200,7 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AMQPTLSAddr, "amqp-tls-addr", c.AMQPTLSAddr, "AMQPS, when a certificate is set (empty: disabled)")
 	fs.BoolVar(&c.PeerTLS, "peer-tls", c.PeerTLS, "mutual TLS between Raft peers with --tls-cert-file, --tls-key-file and --tls-ca-file")
 	fs.BoolVar(&c.MQTTCertLogin, "mqtt-cert-login", c.MQTTCertLogin, "an MQTT client with a verified client certificate logs in as its common name, without a password")
+	fs.BoolVar(&c.MQTTObscureNotAuthorized, "mqtt-obscure-not-authorized", c.MQTTObscureNotAuthorized, "answer a refused MQTT 5 subscription with SUBACK 0x80 instead of 0x87 (not authorized)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "require an administrator's credentials for /metrics too")
 }
 
