@@ -201,7 +201,10 @@ func (u User) AllowMQTT(clientID, topic string, subscribe bool) bool {
 		if r.Action != ActAll && (r.Action == ActSubscribe) != subscribe {
 			continue
 		}
-		f := strings.NewReplacer("%u", u.Name, "%c", clientID).Replace(r.Filter)
+		f := r.Filter
+		if strings.IndexByte(f, '%') >= 0 {
+			f = strings.NewReplacer("%u", u.Name, "%c", clientID).Replace(f)
+		}
 		if FilterCovers(f, topic) {
 			return r.Allow
 		}

@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conflux-mq/conflux/core/auth"
@@ -109,6 +111,9 @@ type authState struct {
 	// slots bounds concurrent password hashing, so a storm of logins
 	// (good or bad) leaves a core for publishing.
 	slots chan struct{}
+
+	// view is the decoded users (LookupUser).
+	view atomic.Pointer[usersView]
 }
 
 type failWindow struct {
@@ -147,14 +152,16 @@ func (b *Broker) Authenticate(name, password string, addr net.Addr) (auth.User, 
 }
 
 func (b *Broker) checkPassword(name, password string) (auth.User, error) {
-	u, ok := b.LookupUser(name)
+	users, booted := b.decodedUsers()
+	uc, ok := users[name]
 	if !ok {
-		if _, booted := b.Record(authNamespace, bootstrapKey); !booted && name == b.cfg.Auth.DefaultUser &&
+		if !booted && name == b.cfg.Auth.DefaultUser &&
 			hmac.Equal([]byte(password), []byte(b.cfg.Auth.DefaultPassword)) {
 			return defaultUser(name), nil
 		}
 		return auth.User{}, ErrAuthFailed
 	}
+	u := uc.clone()
 	if u.PasswordHash == "" {
 		return auth.User{}, ErrAuthFailed
 	}
@@ -238,33 +245,82 @@ func isLoopback(a net.Addr) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// LookupUser returns a user as applied on this node.
+// LookupUser returns a user as applied on this node. Doors call it on
+// every check, so it reads a decoded copy of the users, rebuilt only when
+// a user change was applied. Before the cluster has stored its users, the
+// configured default user is there already (as Authenticate accepts it).
 func (b *Broker) LookupUser(name string) (auth.User, bool) {
-	v, ok := b.Record(authNamespace, userKeyPrefix+name)
-	if !ok {
-		return auth.User{}, false
+	users, booted := b.decodedUsers()
+	u, ok := users[name]
+	if !ok && !booted && name == b.cfg.Auth.DefaultUser {
+		return defaultUser(name), true
 	}
-	u, err := auth.DecodeUser(v)
-	if err != nil {
-		b.cfg.Logger.Warn("unreadable user record", "user", name, "err", err)
-		return auth.User{}, false
-	}
-	return u, true
+	return u.clone(), ok
 }
 
 // Users returns every user, by name.
 func (b *Broker) Users() []auth.User {
-	var out []auth.User
-	for k, v := range b.Records(authNamespace) {
-		if !strings.HasPrefix(k, userKeyPrefix) {
-			continue
-		}
-		if u, err := auth.DecodeUser(v); err == nil {
-			out = append(out, u)
-		}
+	users, _ := b.decodedUsers()
+	out := make([]auth.User, 0, len(users))
+	for _, u := range users {
+		out = append(out, u.clone())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// userCopy is a decoded user; clone hands callers their own maps, since
+// the doors' rule editing (the admin API) changes them in place.
+type userCopy struct{ auth.User }
+
+func (u userCopy) clone() auth.User {
+	c := u.User
+	c.Tags = append([]string(nil), u.Tags...)
+	c.MQTT = append([]auth.TopicRule(nil), u.MQTT...)
+	if u.VHosts != nil {
+		c.VHosts = maps.Clone(u.VHosts)
+	}
+	if u.Rocket.Topics != nil {
+		c.Rocket.Topics = maps.Clone(u.Rocket.Topics)
+	}
+	if u.Rocket.Groups != nil {
+		c.Rocket.Groups = maps.Clone(u.Rocket.Groups)
+	}
+	return c
+}
+
+// usersView is the decoded users at one generation of the records.
+type usersView struct {
+	gen    uint64
+	booted bool
+	users  map[string]userCopy
+}
+
+func (b *Broker) decodedUsers() (map[string]userCopy, bool) {
+	gen := b.sm.usersGen.Load()
+	if v := b.auth.view.Load(); v != nil && v.gen == gen {
+		return v.users, v.booted
+	}
+	v := &usersView{gen: gen, users: map[string]userCopy{}}
+	for k, raw := range b.Records(authNamespace) {
+		if k == bootstrapKey {
+			v.booted = true
+		}
+		name, ok := strings.CutPrefix(k, userKeyPrefix)
+		if !ok {
+			continue
+		}
+		u, err := auth.DecodeUser(raw)
+		if err != nil {
+			b.cfg.Logger.Warn("unreadable user record", "user", name, "err", err)
+			continue
+		}
+		v.users[name] = userCopy{u}
+	}
+	// A newer generation may have been stored meanwhile; storing this one
+	// over it is harmless, since its gen no longer matches and is rebuilt.
+	b.auth.view.Store(v)
+	return v.users, v.booted
 }
 
 // PutUser creates or replaces a user (validated first).
