@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,23 +10,29 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
 	"github.com/conflux-mq/conflux/internal/tlsconf/tlstest"
 )
 
-// TestServeHTTPSAndAdmin: with a certificate the API is HTTPS only, and
-// `conflux admin --tls-ca-file` talks to it.
-func TestServeHTTPSAndAdmin(t *testing.T) {
+// TestServeTLSEverywhere: with a certificate every listener has its TLS
+// side, wired from serve's flags: the API is HTTPS only (and `conflux
+// admin --tls-ca-file` talks to it), MQTT over TLS and AMQPS take logins,
+// and a wrong password is refused over TLS as over plain TCP.
+func TestServeTLSEverywhere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
 	ca := tlstest.NewCA(t, "conflux-test")
 	srv := ca.Server("node")
 	bin := buildBinary(t)
-	ports := freePorts(t, 2)
-	httpAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	n := startNode(t, bin, "node", httpAddr, append([]string{"--data-dir", t.TempDir(), "--raft-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
+	ports := freePorts(t, 4)
+	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+	httpAddr, mqttTLS, amqpTLS := addr(0), addr(2), addr(3)
+	n := startNode(t, bin, "node", httpAddr, append([]string{"--data-dir", t.TempDir(), "--raft-addr", addr(1),
 		"--segment-size-bytes", "4194304", "--tls-cert-file", srv.CertFile, "--tls-key-file", srv.KeyFile, "--tls-ca-file", ca.File,
-		"--mqtt-tls-addr=", "--mqtt-wss-addr=", "--amqp-tls-addr="}, disabled...)...)
+		"--mqtt-tls-addr", mqttTLS, "--mqtt-wss-addr=", "--amqp-tls-addr", amqpTLS}, disabled...)...)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.ClientConfig(nil)}}
 	waitFor(t, "HTTPS /readyz", readyDeadline, []*node{n}, func() (bool, string) {
 		res, err := client.Get("https://" + httpAddr + "/readyz")
@@ -47,6 +54,53 @@ func TestServeHTTPSAndAdmin(t *testing.T) {
 		out := runAdmin(t, bin, "--http-addr", httpAddr, "--tls-ca-file", ca.File, "users", "list")
 		return strings.Contains(out, `"guest"`), out
 	})
+	runAdmin(t, bin, "--http-addr", httpAddr, "--tls-ca-file", ca.File, "users", "add", "dev", "--password", "dev-pw", "--tags", "administrator")
+
+	// MQTT over TLS: the right password in, a wrong one refused.
+	mqttConnect := func(password string) error {
+		o := paho.NewClientOptions().AddBroker("ssl://" + mqttTLS).SetClientID("tls-" + password).
+			SetTLSConfig(ca.ClientConfig(nil)).SetUsername("dev").SetPassword(password).
+			SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return errors.New("connect timed out")
+		}
+		if tok.Error() == nil {
+			c.Disconnect(0)
+		}
+		return tok.Error()
+	}
+	if err := mqttConnect("dev-pw"); err != nil {
+		t.Fatalf("MQTT over TLS with the right password: %v", err)
+	}
+	if err := mqttConnect("wrong"); err == nil {
+		t.Fatal("MQTT over TLS with a wrong password was let in")
+	}
+
+	// AMQPS: publish and get back.
+	c, err := amqp091.DialTLS("amqps://dev:dev-pw@"+amqpTLS+"/", ca.ClientConfig(nil))
+	if err != nil {
+		t.Fatalf("AMQPS: %v", err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("tls-q", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish("", "tls-q", false, false, amqp091.Publishing{Body: []byte("over TLS")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message over AMQPS", 10*time.Second, []*node{n}, func() (bool, string) {
+		d, ok, err := ch.Get("tls-q", true)
+		return err == nil && ok && string(d.Body) == "over TLS", fmt.Sprint(ok, err)
+	})
+	if _, err := amqp091.DialTLS("amqps://dev:wrong@"+amqpTLS+"/", ca.ClientConfig(nil)); err == nil {
+		t.Fatal("AMQPS with a wrong password was let in")
+	}
 }
 
 // TestPeerTLS: three nodes with --peer-tls. Two hold certificates of the
