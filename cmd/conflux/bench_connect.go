@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,7 +105,10 @@ type benchConnectConfig struct {
 	clients     int
 	concurrency int
 	hold        bool
-	login       benchLogin
+	// users > 0: client i logs in as <user><i mod users> with password
+	// <password><i mod users>, a fleet whose devices each have their own.
+	users int
+	login benchLogin
 }
 
 // newBenchConnectCmd is "conflux bench connect".
@@ -152,6 +156,7 @@ fatal.`,
 	f.IntVar(&cfg.clients, "clients", 1000, "connections to open")
 	f.IntVar(&cfg.concurrency, "concurrency", 64, "connections being opened at once")
 	f.BoolVar(&cfg.hold, "hold", false, "keep every connection open until all are in")
+	f.IntVar(&cfg.users, "users", 0, "log client i in as <user><i mod N> with password <password><i mod N> (0: all as --user)")
 	cfg.login.bind(f)
 	return cmd
 }
@@ -178,9 +183,14 @@ func runBenchConnect(ctx context.Context, cfg benchConnectConfig) (connectSummar
 	)
 	dial := func(i int) (func(), error) {
 		addr := addrs[i%len(addrs)]
+		login := cfg.login
+		if cfg.users > 0 {
+			k := strconv.Itoa(i % cfg.users)
+			login.user, login.password = login.user+k, login.password+k
+		}
 		if cfg.protocol == "amqp" {
 			tc, _ := cfg.login.tlsConfig()
-			c, err := amqp091.DialConfig(cfg.login.amqpURL(addr), amqp091.Config{TLSClientConfig: tc,
+			c, err := amqp091.DialConfig(login.amqpURL(addr), amqp091.Config{TLSClientConfig: tc,
 				Dial: amqp091.DefaultDial(10 * time.Second)})
 			if err != nil {
 				return nil, err
@@ -189,7 +199,7 @@ func runBenchConnect(ctx context.Context, cfg benchConnectConfig) (connectSummar
 		}
 		o := paho.NewClientOptions().SetClientID(fmt.Sprintf("bench-conn-%d-%d", runID, i)).
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second)
-		if err := cfg.login.mqttOptions(o, addr); err != nil {
+		if err := login.mqttOptions(o, addr); err != nil {
 			return nil, err
 		}
 		c := paho.NewClient(o)
