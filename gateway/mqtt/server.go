@@ -180,8 +180,13 @@ func (s *Server) Close() error {
 		for _, l := range lns {
 			l.stopAccepting()
 		}
-		for _, id := range []string{listenerTCP, listenerWS, listenerTLS, listenerWSS} {
-			for _, cl := range s.mochi.Clients.GetByListener(id) {
+		// Not mochi's Clients.GetByListener: it takes the clients' read
+		// lock twice (its Len inside), which deadlocks against a
+		// Delete waiting in between, as a disconnecting client's
+		// endSession does. GetAll copies under one read lock.
+		ours := map[string]bool{listenerTCP: true, listenerWS: true, listenerTLS: true, listenerWSS: true}
+		for _, cl := range s.mochi.Clients.GetAll() {
+			if ours[cl.Net.Listener] && !cl.Closed() {
 				_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
 			}
 		}
