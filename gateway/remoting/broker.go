@@ -45,6 +45,10 @@ type brokerDoor struct {
 	subs map[string]map[string][]string
 	// producers: producer group -> connection -> clientID.
 	producers map[string]map[*Conn]string
+	// users: the user of each connection's last heartbeat (auth on), so
+	// that a transaction check goes only to a producer that may publish
+	// to the message's topic (txn.go).
+	users map[*Conn]string
 	// beats: each client connection's last heartbeat; swept: last sweep.
 	beats map[*Conn]time.Time
 	swept time.Time
@@ -55,8 +59,9 @@ func NewBroker(cfg Config) *Server {
 	cfg.defaults()
 	d := &brokerDoor{cfg: cfg, b: cfg.Broker, shards: newShards(&cfg),
 		groups: map[string]map[*Conn]string{}, subs: map[string]map[string][]string{},
-		producers: map[string]map[*Conn]string{}, beats: map[*Conn]time.Time{}}
+		producers: map[string]map[*Conn]string{}, users: map[*Conn]string{}, beats: map[*Conn]time.Time{}}
 	s := NewServer("rocketmq-broker", cfg.Logger, cfg.MaxFrameBytes)
+	cfg.secure(s)
 	s.Handle(command.HeartBeat, d.heartbeat)
 	s.Handle(command.SendMessage, d.send)
 	s.Handle(command.SendMessageV2, d.send)
@@ -141,6 +146,9 @@ func (d *brokerDoor) heartbeat(ctx context.Context, c *Conn, req *command.Remoti
 	now := time.Now()
 	d.mu.Lock()
 	d.beats[c] = now
+	if name := callerName(ctx); name != "" {
+		d.users[c] = name
+	}
 	silent := d.silentLocked(now)
 	for _, pd := range hb.ProducerDataSet {
 		m := d.producers[pd.GroupName]
@@ -235,6 +243,7 @@ func (d *brokerDoor) forget(c *Conn) {
 	var left []string
 	d.mu.Lock()
 	delete(d.beats, c)
+	delete(d.users, c)
 	for g, m := range d.groups {
 		if _, ok := m[c]; ok {
 			delete(m, c)

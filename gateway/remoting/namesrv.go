@@ -2,6 +2,7 @@ package remoting
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"log/slog"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	"github.com/conflux-mq/conflux/gateway/remoting/command"
 )
@@ -36,7 +38,16 @@ type Config struct {
 	// heartbeat for this long, so a hung client leaves its group (Java's
 	// channel expiry); default 120 s. Clients beat every 30 s.
 	ClientExpiry time.Duration
-	Logger       *slog.Logger
+	// TLS, when set, makes both ports take TLS and plain connections on
+	// the same port (RocketMQ's permissive TLS mode); TLSOnly refuses the
+	// plain ones. Nil: plain only. A TLSOnly without TLS refuses every
+	// connection rather than serve plain ones someone wanted encrypted.
+	TLS     *tls.Config
+	TLSOnly bool
+	// HandshakeTimeout bounds a new connection's wait on a TLS port: for
+	// its first bytes, then for the handshake (default 10 s).
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -52,6 +63,21 @@ func (c *Config) defaults() {
 	if c.ClientExpiry <= 0 {
 		c.ClientExpiry = 120 * time.Second
 	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+}
+
+// secure gives s the configuration's TLS and the ACL guard (acl.go).
+func (c *Config) secure(s *Server) {
+	switch {
+	case c.TLS != nil:
+		s.SetTLS(c.TLS, c.TLSOnly, c.HandshakeTimeout)
+	case c.TLSOnly:
+		c.Logger.Error("RocketMQ TLSOnly is set without a TLS configuration: every connection is refused", "server", s.name)
+		s.SetTLS(refuseAll, true, c.HandshakeTimeout)
+	}
+	s.SetGuard(newACL(c.Broker, c.Logger, s.name).guard)
 }
 
 // DefaultTopic is the template topic RocketMQ producers ask the route of
@@ -73,6 +99,7 @@ func NewNameServer(cfg Config) *Server {
 	cfg.defaults()
 	ns := &nameServer{cfg: cfg, shards: newShards(&cfg)}
 	s := NewServer("rocketmq-namesrv", cfg.Logger, cfg.MaxFrameBytes)
+	cfg.secure(s)
 	s.Handle(command.GetRouteInfoByTopic, ns.route)
 	s.Handle(command.GetBrokerClusterInfo, ns.clusterInfo)
 	s.Handle(command.GetAllTopicListFromNameServer, ns.topicList)
@@ -173,10 +200,13 @@ func (ns *nameServer) fullSlots(serving []uint64) []bool {
 
 func (ns *nameServer) route(ctx context.Context, _ *Conn, req *command.RemotingCommand) *command.RemotingCommand {
 	name := req.ExtFields["topic"]
-	if _, ok := ns.cfg.Broker.Topic(name); !ok && strings.HasPrefix(name, retryPrefix) && len(name) > len(retryPrefix) {
+	if _, ok := ns.cfg.Broker.Topic(name); !ok && strings.HasPrefix(name, retryPrefix) && len(name) > len(retryPrefix) &&
+		permit(ctx, ns.cfg.Broker, req, onTopic(name, auth.PermSub)) == nil {
 		// A push consumer asks for its retry topic's route in Start(),
 		// before the heartbeat that would create it; without a route it
-		// would not consume retries until the next refresh (30 s).
+		// would not consume retries until the next refresh (30 s). Routes
+		// are answered to anyone (acl.go); creating one is for members of
+		// the group.
 		if err := ns.cfg.Broker.CreateTopic(ctx, broker.Topic{Name: name, Queues: 1, Perm: broker.PermRead | broker.PermWrite}); err != nil {
 			ns.cfg.Logger.Warn("cannot create retry topic", "topic", name, "err", err)
 		}

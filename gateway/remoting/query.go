@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/core/log/batch"
@@ -56,7 +57,7 @@ func appendStoredMessage(dst []byte, s shards, m clog.Message, storeHost string)
 // viewMessage answers VIEW_MESSAGE_BY_ID: the message at a commit-log
 // offset, in the stored layout. Anything but the start of a retained
 // message is SYSTEM_ERROR, as in Java.
-func (d *brokerDoor) viewMessage(_ context.Context, _ *Conn, req *command.RemotingCommand) *command.RemotingCommand {
+func (d *brokerDoor) viewMessage(ctx context.Context, _ *Conn, req *command.RemotingCommand) *command.RemotingCommand {
 	s := req.ExtFields["offset"]
 	if s == "" {
 		s = req.ExtFields["msgId"]
@@ -70,6 +71,12 @@ func (d *brokerDoor) viewMessage(_ context.Context, _ *Conn, req *command.Remoti
 		return reply(req, command.SystemError, "can not find message by the offset "+u(off))
 	}
 	defer m.Release()
+	// A message of any topic can be asked for by its offset: the caller
+	// needs SUB on its topic (a half or timer message's is a system topic,
+	// for administrators).
+	if refused := permit(ctx, d.b, req, onTopic(string(m.Topic()), auth.PermSub)); refused != nil {
+		return refused
+	}
 	r := reply(req, command.Success, "")
 	r.Body = appendStoredMessage(nil, d.shards, m, d.cfg.BrokerAddr)
 	return r
@@ -165,6 +172,13 @@ func (d *brokerDoor) sendBack(ctx context.Context, _ *Conn, req *command.Remotin
 	orig, err := d.b.ReadMessage(off)
 	if err != nil {
 		return reply(req, command.SystemError, "look message by offset failed, "+u(off))
+	}
+	// The offset may name a message of any topic, which this would copy
+	// into the group's retry topic for the caller to consume: it must be
+	// one the caller may read (Java checks only the group).
+	if refused := permit(ctx, d.b, req, onTopic(string(orig.Topic()), auth.PermSub)); refused != nil {
+		orig.Release()
+		return refused
 	}
 	m := batch.Message{
 		ID: orig.ID(), Flag: orig.Flag(), SysFlag: orig.SysFlag(), BornUnixMs: orig.BornUnixMs(),

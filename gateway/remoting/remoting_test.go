@@ -43,6 +43,12 @@ func startTuned(t *testing.T, tune func(*broker.Config)) *env { return startEnv(
 
 func startEnv(t *testing.T, maxFrame int, tune func(*broker.Config)) *env {
 	t.Helper()
+	return startDoors(t, maxFrame, tune, nil)
+}
+
+// startDoors is startEnv with the front doors' Config tuned too.
+func startDoors(t *testing.T, maxFrame int, tune func(*broker.Config), doors func(*Config)) *env {
+	t.Helper()
 	cfg := broker.Config{DataDir: t.TempDir(), Log: clog.Config{SegmentSizeBytes: 4 << 20}}
 	if tune != nil {
 		tune(&cfg)
@@ -58,6 +64,17 @@ func startEnv(t *testing.T, maxFrame int, tune func(*broker.Config)) *env {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Clients without credentials act as guest (acl.go), whom the new
+	// node creates shortly after it is ready: ready means guest exists.
+	for b.AuthEnabled() {
+		if _, ok := b.LookupUser(guestUser); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no guest user in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	nsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +86,9 @@ func startEnv(t *testing.T, maxFrame int, tune func(*broker.Config)) *env {
 	rc := Config{Broker: b, BrokerAddr: brLn.Addr().String(), AutoCreateTopics: true, MaxFrameBytes: maxFrame}
 	if os.Getenv("CONFLUX_RMQ_DEBUG") != "" {
 		rc.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if doors != nil {
+		doors(&rc)
 	}
 	e := &env{b: b, ns: NewNameServer(rc), br: NewBroker(rc), nsAddr: nsLn.Addr().String(), brokerAddr: brLn.Addr().String()}
 	go func() { _ = e.ns.Serve(nsLn) }()

@@ -8,20 +8,28 @@ package remoting
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conflux-mq/conflux/gateway/remoting/command"
+	"github.com/conflux-mq/conflux/internal/tlsconf"
 )
 
 // Processor answers one request. It returns the reply, or nil for none.
 // It may block (long polling): ctx ends when the connection closes.
 type Processor func(ctx context.Context, c *Conn, req *command.RemotingCommand) *command.RemotingCommand
+
+// Guard vets a request whose code has a processor, before the processor
+// runs: it returns the context the processor gets (which may carry who the
+// caller is), or a reply that refuses the request instead.
+type Guard func(ctx context.Context, c *Conn, req *command.RemotingCommand) (context.Context, *command.RemotingCommand)
 
 // Server limits and defaults.
 const (
@@ -32,6 +40,10 @@ const (
 	// progress at once (held pulls count); reading waits beyond it.
 	DefaultMaxInflight = 256
 	writeTimeout       = 30 * time.Second
+	// DefaultHandshakeTimeout bounds how long a new connection to a TLS
+	// port may take to show whether it speaks TLS and, if it does, to
+	// finish the handshake.
+	DefaultHandshakeTimeout = 10 * time.Second
 )
 
 // Server accepts connections and dispatches their requests by code.
@@ -41,6 +53,12 @@ type Server struct {
 	maxFrameBytes int
 	processors    map[int32]Processor
 	onClose       []func(*Conn)
+	guard         Guard
+
+	// TLS (SetTLS): nil serves plain connections only.
+	tls              *tls.Config
+	tlsOnly          bool
+	handshakeTimeout time.Duration
 
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
@@ -68,6 +86,26 @@ func (s *Server) Handle(code command.RequestCode, p Processor) { s.processors[in
 
 // OnClose registers f to run when a connection ends. Call before Serve.
 func (s *Server) OnClose(f func(*Conn)) { s.onClose = append(s.onClose, f) }
+
+// SetGuard makes g vet every request that has a processor. Call before
+// Serve.
+func (s *Server) SetGuard(g Guard) { s.guard = g }
+
+// SetTLS serves TLS on the server's ports. Like RocketMQ's "permissive"
+// TLS mode, a port then takes TLS and plain connections alike, told apart
+// by their first bytes (a TLS ClientHello starts 0x16 0x03; a remoting
+// frame starting so would announce over 369 MB, far beyond the 16 MiB
+// frame limit, so no valid frame is mistaken for TLS). only refuses plain
+// connections ("enforcing"). timeout bounds the wait for those first bytes
+// and, again, the handshake (<= 0: DefaultHandshakeTimeout), so a client
+// that connects and stays silent does not hold a goroutine. Call before
+// Serve.
+func (s *Server) SetTLS(cfg *tls.Config, only bool, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	s.tls, s.tlsOnly, s.handshakeTimeout = cfg, only, timeout
+}
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
 func (s *Server) Serve(ln net.Listener) error {
@@ -134,14 +172,21 @@ func (s *Server) Close() error {
 
 // Conn is one client connection.
 type Conn struct {
-	s      *Server
+	s *Server
+	// nc is the accepted socket: closing it ends the connection, TLS or
+	// not. rw is what requests are read from and replies written to: nc
+	// itself, or the TLS session over it. rw is set by run before the
+	// reader and writer start, and only they use it.
 	nc     net.Conn
+	rw     net.Conn
 	ctx    context.Context
 	cancel context.CancelFunc
 	out    chan []byte
 	sem    chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup // handlers and the writer
+	// aclLogged: a failed authentication was logged at info level already.
+	aclLogged atomic.Bool
 }
 
 func (s *Server) newConn(nc net.Conn) *Conn {
@@ -182,9 +227,11 @@ func (c *Conn) Send(cmd *command.RemotingCommand) bool {
 
 func (c *Conn) run() {
 	defer c.s.wg.Done()
-	c.wg.Add(1)
-	go c.writeLoop()
-	c.readLoop()
+	if c.open() {
+		c.wg.Add(1)
+		go c.writeLoop()
+		c.readLoop()
+	}
 	c.Close()
 	c.wg.Wait()
 	for _, f := range c.s.onClose {
@@ -195,8 +242,43 @@ func (c *Conn) run() {
 	c.s.mu.Unlock()
 }
 
+// open sets rw: on a TLS port it tells TLS from plain by the first bytes
+// and completes the handshake. It reports false for a connection to drop:
+// silent past the timeout, a failed handshake, or plain on a TLS-only port.
+// Those are logged at debug level only, since anyone who can reach the
+// port can cause them at will.
+func (c *Conn) open() bool {
+	s := c.s
+	c.rw = c.nc
+	if s.tls == nil {
+		return true
+	}
+	isTLS, conn, err := tlsconf.Sniff(c.nc, s.handshakeTimeout)
+	if err != nil {
+		s.log.Debug("connection closed before it started", "server", s.name, "remote", c.nc.RemoteAddr().String(), "err", err)
+		return false
+	}
+	if !isTLS {
+		if s.tlsOnly {
+			s.log.Debug("plain connection refused: TLS only", "server", s.name, "remote", c.nc.RemoteAddr().String())
+			return false
+		}
+		c.rw = conn
+		return true
+	}
+	tc := tls.Server(conn, s.tls)
+	ctx, cancel := context.WithTimeout(c.ctx, s.handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.log.Debug("TLS handshake failed", "server", s.name, "remote", c.nc.RemoteAddr().String(), "err", err)
+		return false
+	}
+	c.rw = tc
+	return true
+}
+
 func (c *Conn) readLoop() {
-	r := bufio.NewReaderSize(c.nc, 64<<10)
+	r := bufio.NewReaderSize(c.rw, 64<<10)
 	for {
 		req, err := command.ReadFrame(r, c.s.maxFrameBytes)
 		if err != nil {
@@ -226,7 +308,7 @@ func (c *Conn) readLoop() {
 
 func (c *Conn) writeLoop() {
 	defer c.wg.Done()
-	w := bufio.NewWriterSize(c.nc, 64<<10)
+	w := bufio.NewWriterSize(c.rw, 64<<10)
 	for {
 		var frame []byte
 		select {
@@ -234,7 +316,7 @@ func (c *Conn) writeLoop() {
 		case <-c.ctx.Done():
 			return
 		}
-		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_ = c.rw.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if _, err := w.Write(frame); err != nil {
 			c.Close()
 			return
@@ -267,7 +349,14 @@ func (s *Server) dispatch(c *Conn, req *command.RemotingCommand) *command.Remoti
 		return command.NewResponse(req, command.RequestCodeNotSupported,
 			"request type "+strconv.Itoa(int(req.Code))+" ("+req.CodeName()+") not supported")
 	}
-	resp := p(c.ctx, c, req)
+	ctx := c.ctx
+	var resp *command.RemotingCommand
+	if s.guard != nil {
+		ctx, resp = s.guard(ctx, c, req)
+	}
+	if resp == nil {
+		resp = p(ctx, c, req)
+	}
 	if resp != nil && resp.Version == 0 {
 		resp.Version = brokerVersion
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"strconv"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
+	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/gateway/remoting/command"
 )
 
@@ -46,6 +48,9 @@ func (d *brokerDoor) endTransaction(ctx context.Context, _ *Conn, req *command.R
 	if g := req.ExtFields["producerGroup"]; g != h.Group {
 		return reply(req, command.SystemError, "the half message belongs to producer group "+strconv.Quote(h.Group))
 	}
+	if refused := d.permitHalf(ctx, req, phys); refused != nil {
+		return refused
+	}
 	ectx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
 	if err := d.b.EndTransaction(ectx, phys, how == txnCommit); err != nil {
@@ -59,13 +64,14 @@ func (d *brokerDoor) endTransaction(ctx context.Context, _ *Conn, req *command.R
 // nothing (the core counts the check either way, as Java does).
 func (d *brokerDoor) checkTxn(h broker.TxnCheck) {
 	d.mu.Lock()
-	var conn *Conn
+	var conns []*Conn // map order spreads the checks over the live ones
+	users := map[*Conn]string{}
 	for c := range d.producers[h.Group] {
-		conn = c // any live one: map order spreads the checks
-		break
+		conns = append(conns, c)
+		users[c] = d.users[c]
 	}
 	d.mu.Unlock()
-	if conn == nil {
+	if len(conns) == 0 {
 		return
 	}
 	m, err := d.b.ReadMessage(h.Phys)
@@ -74,21 +80,16 @@ func (d *brokerDoor) checkTxn(h broker.TxnCheck) {
 		return
 	}
 	defer m.Release()
+	conn := d.checker(conns, users, messageProperty(m, broker.PropRealTopic))
+	if conn == nil {
+		return
+	}
 	queue := uint32(0)
-	for k, v := range m.Properties {
-		if string(k) == broker.PropRealQueue {
-			if q, err := strconv.ParseUint(string(v), 10, 32); err == nil {
-				_, queue = d.shards.local(uint32(q))
-			}
-		}
+	if q, err := strconv.ParseUint(messageProperty(m, broker.PropRealQueue), 10, 32); err == nil {
+		_, queue = d.shards.local(uint32(q))
 	}
 	f := broker.Fetched{Message: m, QueueOffset: h.QueueOffset}
-	uniq := ""
-	for k, v := range m.Properties {
-		if string(k) == propUniq {
-			uniq = string(v)
-		}
-	}
+	uniq := messageProperty(m, propUniq)
 	cmd := &command.RemotingCommand{Code: int32(command.CheckTransactionState), Language: command.LanguageJava,
 		Version: brokerVersion, Opaque: d.opaque.Add(1), Flag: command.FlagOneway,
 		ExtFields: map[string]string{
@@ -100,4 +101,45 @@ func (d *brokerDoor) checkTxn(h broker.TxnCheck) {
 		},
 		Body: appendStored(nil, &f, queue, d.cfg.BrokerAddr)}
 	conn.Send(cmd)
+}
+
+// permitHalf checks PUB on the topic the half message at phys is for: the
+// request names only the producer group, and deciding a transaction
+// publishes (or drops) a message of that topic.
+func (d *brokerDoor) permitHalf(ctx context.Context, req *command.RemotingCommand, phys uint64) *command.RemotingCommand {
+	if !d.b.AuthEnabled() {
+		return nil
+	}
+	m, err := d.b.ReadMessage(phys)
+	if err != nil {
+		return reply(req, command.SystemError, "cannot read the half message at "+u(phys))
+	}
+	defer m.Release()
+	return permit(ctx, d.b, req, onTopic(messageProperty(m, broker.PropRealTopic), auth.PermPub))
+}
+
+// checker picks the connection a check-back goes to: with authentication
+// on, only one whose user (of its last heartbeat) may publish to topic,
+// since the check carries the half message whole and producer groups are
+// not themselves protected (as in RocketMQ, anyone may join one).
+func (d *brokerDoor) checker(conns []*Conn, users map[*Conn]string, topic string) *Conn {
+	if !d.b.AuthEnabled() {
+		return conns[0]
+	}
+	for _, c := range conns {
+		if u, ok := d.b.LookupUser(users[c]); ok && onTopic(topic, auth.PermPub).allowed(u) {
+			return c
+		}
+	}
+	return nil
+}
+
+// messageProperty returns a stored message's property, "" when absent.
+func messageProperty(m clog.Message, key string) string {
+	for k, v := range m.Properties {
+		if string(k) == key {
+			return string(v)
+		}
+	}
+	return ""
 }

@@ -535,6 +535,13 @@ func TestCommandString(t *testing.T) {
 	if strings.Contains(s, "Hello") {
 		t.Errorf("String() shows the body: %s", s)
 	}
+	signed := &RemotingCommand{Code: int32(SendMessage), ExtFields: map[string]string{
+		"AccessKey": "alice", "Signature": "c2VjcmV0LWRlcml2ZWQ=", "SecurityToken": "tok3n", "topic": "T"}}
+	s = signed.String()
+	if strings.Contains(s, "c2VjcmV0LWRlcml2ZWQ=") || strings.Contains(s, "tok3n") ||
+		!strings.Contains(s, `AccessKey="alice"`) || !strings.Contains(s, "Signature=(redacted)") {
+		t.Errorf("String() of a signed request: %s", s)
+	}
 }
 
 // fixture returns the golden frame with the given name.

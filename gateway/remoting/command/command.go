@@ -77,7 +77,8 @@ func NewResponse(req *RemotingCommand, code ResponseCode, remark string) *Remoti
 func (c *RemotingCommand) CodeName() string { return Name(c.Code, c.IsResponse()) }
 
 // String describes the command for logs: code name, opaque, flag, remark,
-// ext fields (sorted) and body length, never the body itself.
+// ext fields (sorted) and body length, never the body itself, nor the
+// values of the ACL's Signature and SecurityToken fields (RedactedFields).
 func (c *RemotingCommand) String() string {
 	var b strings.Builder
 	b.WriteString("RemotingCommand{")
@@ -99,6 +100,10 @@ func (c *RemotingCommand) String() string {
 		}
 		b.WriteString(k)
 		b.WriteByte('=')
+		if slices.Contains(RedactedFields, k) {
+			b.WriteString("(redacted)")
+			continue
+		}
 		b.WriteString(strconv.Quote(c.ExtFields[k]))
 	}
 	b.WriteString("} body=")
@@ -106,6 +111,11 @@ func (c *RemotingCommand) String() string {
 	b.WriteString("B}")
 	return b.String()
 }
+
+// RedactedFields are the ext fields String leaves out: an ACL signature
+// (which, with the request, lets an attacker test guesses of the secret
+// offline) and a security token.
+var RedactedFields = []string{"Signature", "SecurityToken"}
 
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
