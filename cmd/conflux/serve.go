@@ -175,11 +175,11 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 		go func() { serveErr <- srv.Serve(ln) }()
 		log.Info("HTTP server listening", "addr", ln.Addr().String(), "paths", "/healthz /readyz /metrics /api/v1/cluster /api/v1/topics")
 	}
-	rmq := startRocketMQ(log, cfg, b, nsLn, brLn, serveErr)
 	var serverTLS *tls.Config
 	if tlsSet != nil {
 		serverTLS = tlsSet.Server()
 	}
+	rmq := startRocketMQ(log, cfg, b, nsLn, brLn, serverTLS, serveErr)
 	mq, err := startMQTT(log, cfg, b, mqttLns, serverTLS)
 	if err != nil {
 		log.Error("cannot start the MQTT front door", "err", err)
@@ -227,13 +227,16 @@ func serve(ctx context.Context, cfg config.Config, src map[string]config.Source,
 
 // startRocketMQ serves the RocketMQ name server and broker front doors on
 // the listeners that are not nil; a listener failing is sent to errc.
-func startRocketMQ(log *slog.Logger, cfg config.Config, b *broker.Broker, nsLn, brLn net.Listener, errc chan<- error) []*remoting.Server {
+func startRocketMQ(log *slog.Logger, cfg config.Config, b *broker.Broker, nsLn, brLn net.Listener, serverTLS *tls.Config, errc chan<- error) []*remoting.Server {
 	brokerAddr := ""
 	if brLn != nil {
 		brokerAddr = advertisedAddr(brLn.Addr(), cfg.BrokerAddr, cfg.AdvertiseHost)
 	}
+	// With a certificate both ports serve TLS and plain connections
+	// (RocketMQ's permissive mode), or TLS only with --rocketmq-tls-only.
 	rcfg := remoting.Config{Broker: b, BrokerAddr: brokerAddr, AutoCreateTopics: true,
-		NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: log.With("component", "rocketmq")}
+		NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: log.With("component", "rocketmq"),
+		TLS: serverTLS, TLSOnly: cfg.RocketMQTLSOnly}
 	var out []*remoting.Server
 	for _, l := range []struct {
 		name string

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/conflux-mq/conflux/gateway/remoting/command"
 	"github.com/conflux-mq/conflux/internal/tlsconf/tlstest"
 )
 
@@ -27,12 +31,13 @@ func TestServeTLSEverywhere(t *testing.T) {
 	ca := tlstest.NewCA(t, "conflux-test")
 	srv := ca.Server("node")
 	bin := buildBinary(t)
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 6)
 	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
-	httpAddr, mqttTLS, amqpTLS := addr(0), addr(2), addr(3)
-	n := startNode(t, bin, "node", httpAddr, append([]string{"--data-dir", t.TempDir(), "--raft-addr", addr(1),
+	httpAddr, mqttTLS, amqpTLS, namesrv := addr(0), addr(2), addr(3), addr(4)
+	n := startNode(t, bin, "node", httpAddr, append(disabled, "--data-dir", t.TempDir(), "--raft-addr", addr(1),
 		"--segment-size-bytes", "4194304", "--tls-cert-file", srv.CertFile, "--tls-key-file", srv.KeyFile, "--tls-ca-file", ca.File,
-		"--mqtt-tls-addr", mqttTLS, "--mqtt-wss-addr=", "--amqp-tls-addr", amqpTLS}, disabled...)...)
+		"--mqtt-tls-addr", mqttTLS, "--mqtt-wss-addr=", "--amqp-tls-addr", amqpTLS,
+		"--namesrv-addr", namesrv, "--broker-addr", addr(5), "--rocketmq-tls-only")...)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.ClientConfig(nil)}}
 	waitFor(t, "HTTPS /readyz", readyDeadline, []*node{n}, func() (bool, string) {
 		res, err := client.Get("https://" + httpAddr + "/readyz")
@@ -100,6 +105,37 @@ func TestServeTLSEverywhere(t *testing.T) {
 	})
 	if _, err := amqp091.DialTLS("amqps://dev:wrong@"+amqpTLS+"/", ca.ClientConfig(nil)); err == nil {
 		t.Fatal("AMQPS with a wrong password was let in")
+	}
+
+	// RocketMQ name server over TLS (a route query); plain is refused
+	// with --rocketmq-tls-only.
+	route := func(c net.Conn) (*command.RemotingCommand, error) {
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		req := &command.RemotingCommand{Code: int32(command.GetRouteInfoByTopic), Language: command.LanguageGo,
+			Version: command.VersionV4_5_2, Opaque: 1, ExtFields: map[string]string{"topic": "TBW102"}}
+		frame, err := command.AppendFrame(nil, req)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Write(frame); err != nil {
+			return nil, err
+		}
+		return command.ReadFrame(bufio.NewReader(c), 0)
+	}
+	tc, err := tls.Dial("tcp", namesrv, ca.ClientConfig(nil))
+	if err != nil {
+		t.Fatalf("RocketMQ name server over TLS: %v", err)
+	}
+	if res, err := route(tc); err != nil || res.Code != int32(command.Success) {
+		t.Fatalf("route query over TLS: %+v, %v", res, err)
+	}
+	pc, err := net.Dial("tcp", namesrv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := route(pc); err == nil {
+		t.Fatalf("a plain route query was answered on a TLS-only port: %+v", res)
 	}
 }
 

@@ -108,8 +108,10 @@ type authState struct {
 	verified map[[32]byte]string // HMAC(key, name, password) → the hash it was checked against
 	failures map[string]*failWindow
 
-	// slots bounds concurrent password hashing, so a storm of logins
-	// (good or bad) leaves a core for publishing.
+	// slots bounds concurrent password hashing to the cores: a storm of
+	// logins queues here instead of holding memory for every hash at once.
+	// Bad logins are limited per source address before they get a slot
+	// (FailuresPerMinute), so a flood from a few addresses costs little.
 	slots chan struct{}
 
 	// view is the decoded users (LookupUser).
@@ -123,7 +125,7 @@ type failWindow struct {
 
 func newAuthState() *authState {
 	s := &authState{verified: map[[32]byte]string{}, failures: map[string]*failWindow{},
-		slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
+		slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	if _, err := rand.Read(s.key[:]); err != nil {
 		panic(fmt.Sprintf("broker: no randomness for the credentials cache: %v", err))
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
+	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
 	clog "github.com/conflux-mq/conflux/core/log"
 	"github.com/conflux-mq/conflux/internal/tlsconf"
@@ -112,6 +113,12 @@ type Config struct {
 	// MQTTObscureNotAuthorized: an MQTT 5 SUBACK refuses with 0x80, not
 	// 0x87 (what Eclipse Paho's v5 interoperability suite expects).
 	MQTTObscureNotAuthorized bool
+	// RocketMQTLSOnly refuses plain connections on the RocketMQ ports
+	// (with a certificate they take both, RocketMQ's permissive mode).
+	RocketMQTLSOnly bool
+	// PasswordHashMemoryKiB is argon2id's memory cost for new password
+	// hashes: the price of a guess against the price of a login storm.
+	PasswordHashMemoryKiB uint32
 	// MetricsAuth puts /metrics behind the admin API's credentials.
 	MetricsAuth bool
 }
@@ -141,6 +148,7 @@ func Default() Config {
 		DefaultPassword:  "guest",
 
 		AuthFailuresPerMinute: 30,
+		PasswordHashMemoryKiB: auth.DefaultHashParams.MemoryKiB,
 		TLSClientAuth:         "none",
 		MQTTTLSAddr:           DefaultMQTTTLSAddr,
 		MQTTWSSAddr:           DefaultMQTTWSSAddr,
@@ -157,7 +165,7 @@ func Names() []string {
 		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
 		"auth", "default-user", "default-password", "auth-failures-per-minute",
 		"tls-cert-file", "tls-key-file", "tls-ca-file", "tls-client-auth",
-		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "mqtt-obscure-not-authorized", "metrics-auth",
+		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "mqtt-obscure-not-authorized", "rocketmq-tls-only", "metrics-auth", "password-hash-memory-kib",
 	}
 }
 
@@ -201,6 +209,8 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.PeerTLS, "peer-tls", c.PeerTLS, "mutual TLS between Raft peers with --tls-cert-file, --tls-key-file and --tls-ca-file")
 	fs.BoolVar(&c.MQTTCertLogin, "mqtt-cert-login", c.MQTTCertLogin, "an MQTT client with a verified client certificate logs in as its common name, without a password")
 	fs.BoolVar(&c.MQTTObscureNotAuthorized, "mqtt-obscure-not-authorized", c.MQTTObscureNotAuthorized, "answer a refused MQTT 5 subscription with SUBACK 0x80 instead of 0x87 (not authorized)")
+	fs.BoolVar(&c.RocketMQTLSOnly, "rocketmq-tls-only", c.RocketMQTLSOnly, "refuse plain connections on the RocketMQ ports (with a certificate they take TLS and plain)")
+	fs.Uint32Var(&c.PasswordHashMemoryKiB, "password-hash-memory-kib", c.PasswordHashMemoryKiB, "argon2id memory cost of new password hashes (higher: slower guessing, slower login storms)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "require an administrator's credentials for /metrics too")
 }
 
@@ -320,6 +330,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.TLS().Validate(); err != nil {
 		bad("%v", err)
+	}
+	if c.PasswordHashMemoryKiB < 64 || c.PasswordHashMemoryKiB > 1<<20 {
+		bad("--password-hash-memory-kib %d outside [64, %d]", c.PasswordHashMemoryKiB, 1<<20)
+	}
+	if c.RocketMQTLSOnly && !c.TLS().Enabled() {
+		bad("--rocketmq-tls-only needs --tls-cert-file and --tls-key-file")
 	}
 	if c.PeerTLS && (c.TLSCertFile == "" || c.TLSCAFile == "") {
 		bad("--peer-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file")
@@ -445,7 +461,8 @@ func (c Config) BrokerConfig(logger *slog.Logger, reg prometheus.Registerer) bro
 			RetentionBytes: c.RetentionBytes, RetentionAge: c.RetentionAge},
 		Disk: broker.DiskConfig{FreeLimitBytes: c.DiskFreeLimitBytes},
 		Auth: broker.AuthConfig{Disabled: !c.Auth, DefaultUser: c.DefaultUser, DefaultPassword: c.DefaultPassword,
-			FailuresPerMinute: c.AuthFailuresPerMinute},
+			FailuresPerMinute: c.AuthFailuresPerMinute,
+			Hash:              auth.HashParams{MemoryKiB: c.PasswordHashMemoryKiB, Time: auth.DefaultHashParams.Time, Threads: auth.DefaultHashParams.Threads}},
 		Logger:     logger,
 		Registerer: reg,
 	}

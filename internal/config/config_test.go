@@ -142,7 +142,8 @@ func TestEnvNames(t *testing.T) {
 		val := map[string]string{"node-id": "7", "peers": "7=h:1", "log-level": "error", "segment-size-bytes": "8192",
 			"disk-free-limit-bytes": "-1", "retention-bytes": "1048576", "retention-age": "1h0m0s",
 			"auth": "false", "auth-failures-per-minute": "9", "tls-client-auth": "request",
-			"peer-tls": "true", "mqtt-cert-login": "true", "metrics-auth": "true", "mqtt-obscure-not-authorized": "true"}[name]
+			"peer-tls": "true", "mqtt-cert-login": "true", "metrics-auth": "true", "mqtt-obscure-not-authorized": "true",
+			"rocketmq-tls-only": "true", "password-hash-memory-kib": "2048"}[name]
 		if val == "" {
 			val = "h:5"
 		}
