@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/raft/v3/raftpb"
@@ -41,10 +40,6 @@ type stateMachine struct {
 
 	// checks carries applied check-backs to the gateway's checker.
 	checks chan txn.Half
-
-	// usersGen counts applied changes of the users (records namespace
-	// "auth"), so the broker's decoded copy knows when it is stale.
-	usersGen atomic.Uint64
 
 	// Retention passes run in the raft loop (retention.go).
 	retMark   retentionMark
@@ -191,22 +186,10 @@ func (s *stateMachine) applyCommands(cmds []command.Command, index uint64) error
 	s.mu.Lock()
 	for _, c := range cmds {
 		s.st.applyCommand(c)
-		if c.Kind == command.KindRecords && touches(c.Records, authNamespace) {
-			s.usersGen.Add(1)
-		}
 	}
 	s.st.Applied = index
 	s.mu.Unlock()
 	return s.meta.apply(cmds, &s.st, index)
-}
-
-func touches(rs []command.Record, ns string) bool {
-	for _, r := range rs {
-		if r.Namespace == ns {
-			return true
-		}
-	}
-	return false
 }
 
 func (st *metaState) applyCommand(c command.Command) {
@@ -353,7 +336,6 @@ func (s *stateMachine) Restore(data []byte, index uint64) error {
 	s.mu.Lock()
 	s.st = st
 	s.mu.Unlock()
-	s.usersGen.Add(1)
 	if s.disp != nil {
 		if err := s.disp.Reset(); err != nil {
 			return err

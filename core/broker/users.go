@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -13,7 +14,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/conflux-mq/conflux/core/auth"
@@ -114,8 +114,9 @@ type authState struct {
 	// (FailuresPerMinute), so a flood from a few addresses costs little.
 	slots chan struct{}
 
-	// view is the decoded users (LookupUser).
-	view atomic.Pointer[usersView]
+	// decoded keeps each user's decoded form with its record bytes
+	// (LookupUser); guarded by mu.
+	decoded map[string]decodedUser
 }
 
 type failWindow struct {
@@ -124,7 +125,7 @@ type failWindow struct {
 }
 
 func newAuthState() *authState {
-	s := &authState{verified: map[[32]byte]string{}, failures: map[string]*failWindow{},
+	s := &authState{verified: map[[32]byte]string{}, failures: map[string]*failWindow{}, decoded: map[string]decodedUser{},
 		slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	if _, err := rand.Read(s.key[:]); err != nil {
 		panic(fmt.Sprintf("broker: no randomness for the credentials cache: %v", err))
@@ -154,16 +155,16 @@ func (b *Broker) Authenticate(name, password string, addr net.Addr) (auth.User, 
 }
 
 func (b *Broker) checkPassword(name, password string) (auth.User, error) {
-	users, booted := b.decodedUsers()
-	uc, ok := users[name]
+	u, ok := b.LookupUser(name)
 	if !ok {
-		if !booted && name == b.cfg.Auth.DefaultUser &&
-			hmac.Equal([]byte(password), []byte(b.cfg.Auth.DefaultPassword)) {
-			return defaultUser(name), nil
+		return auth.User{}, ErrAuthFailed
+	}
+	if u.PasswordHash == "" && name == b.cfg.Auth.DefaultUser && !b.usersBooted() {
+		if hmac.Equal([]byte(password), []byte(b.cfg.Auth.DefaultPassword)) {
+			return u, nil
 		}
 		return auth.User{}, ErrAuthFailed
 	}
-	u := uc.clone()
 	if u.PasswordHash == "" {
 		return auth.User{}, ErrAuthFailed
 	}
@@ -248,34 +249,67 @@ func isLoopback(a net.Addr) bool {
 }
 
 // LookupUser returns a user as applied on this node. Doors call it on
-// every check, so it reads a decoded copy of the users, rebuilt only when
-// a user change was applied. Before the cluster has stored its users, the
-// configured default user is there already (as Authenticate accepts it).
+// every check, so a user's decoded form is kept next to the record bytes
+// it came from and reused while they are the same. Before the cluster has
+// stored its users, the configured default user is there already (as
+// Authenticate accepts it).
 func (b *Broker) LookupUser(name string) (auth.User, bool) {
-	users, booted := b.decodedUsers()
-	u, ok := users[name]
-	if !ok && !booted && name == b.cfg.Auth.DefaultUser {
-		return defaultUser(name), true
+	raw, ok := b.Record(authNamespace, userKeyPrefix+name)
+	if !ok {
+		if name == b.cfg.Auth.DefaultUser && !b.usersBooted() {
+			return defaultUser(name), true
+		}
+		return auth.User{}, false
 	}
-	return u.clone(), ok
+	s := b.auth
+	s.mu.Lock()
+	c, hit := s.decoded[name]
+	s.mu.Unlock()
+	if hit && bytes.Equal(c.raw, raw) {
+		return c.clone(), true
+	}
+	u, err := auth.DecodeUser(raw)
+	if err != nil {
+		b.cfg.Logger.Warn("unreadable user record", "user", name, "err", err)
+		return auth.User{}, false
+	}
+	s.mu.Lock()
+	if len(s.decoded) >= b.cfg.Auth.CacheEntries {
+		clear(s.decoded) // rare: decoding again is cheap
+	}
+	s.decoded[name] = decodedUser{raw: raw, User: u}
+	s.mu.Unlock()
+	return decodedUser{User: u}.clone(), true
+}
+
+func (b *Broker) usersBooted() bool {
+	_, ok := b.Record(authNamespace, bootstrapKey)
+	return ok
 }
 
 // Users returns every user, by name.
 func (b *Broker) Users() []auth.User {
-	users, _ := b.decodedUsers()
-	out := make([]auth.User, 0, len(users))
-	for _, u := range users {
-		out = append(out, u.clone())
+	var out []auth.User
+	for k, v := range b.Records(authNamespace) {
+		if !strings.HasPrefix(k, userKeyPrefix) {
+			continue
+		}
+		if u, err := auth.DecodeUser(v); err == nil {
+			out = append(out, u)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// userCopy is a decoded user; clone hands callers their own maps, since
-// the doors' rule editing (the admin API) changes them in place.
-type userCopy struct{ auth.User }
+// decodedUser is a user decoded from raw; clone hands callers their own
+// slices and maps, which the admin API edits in place.
+type decodedUser struct {
+	raw []byte
+	auth.User
+}
 
-func (u userCopy) clone() auth.User {
+func (u decodedUser) clone() auth.User {
 	c := u.User
 	c.Tags = append([]string(nil), u.Tags...)
 	c.MQTT = append([]auth.TopicRule(nil), u.MQTT...)
@@ -289,40 +323,6 @@ func (u userCopy) clone() auth.User {
 		c.Rocket.Groups = maps.Clone(u.Rocket.Groups)
 	}
 	return c
-}
-
-// usersView is the decoded users at one generation of the records.
-type usersView struct {
-	gen    uint64
-	booted bool
-	users  map[string]userCopy
-}
-
-func (b *Broker) decodedUsers() (map[string]userCopy, bool) {
-	gen := b.sm.usersGen.Load()
-	if v := b.auth.view.Load(); v != nil && v.gen == gen {
-		return v.users, v.booted
-	}
-	v := &usersView{gen: gen, users: map[string]userCopy{}}
-	for k, raw := range b.Records(authNamespace) {
-		if k == bootstrapKey {
-			v.booted = true
-		}
-		name, ok := strings.CutPrefix(k, userKeyPrefix)
-		if !ok {
-			continue
-		}
-		u, err := auth.DecodeUser(raw)
-		if err != nil {
-			b.cfg.Logger.Warn("unreadable user record", "user", name, "err", err)
-			continue
-		}
-		v.users[name] = userCopy{u}
-	}
-	// A newer generation may have been stored meanwhile; storing this one
-	// over it is harmless, since its gen no longer matches and is rebuilt.
-	b.auth.view.Store(v)
-	return v.users, v.booted
 }
 
 // PutUser creates or replaces a user (validated first).
