@@ -140,10 +140,19 @@ func TestMQTTRules(t *testing.T) {
 		{"c1", "clients/c1", false, true},
 		{"c2", "clients/c1", false, false},
 		{"c1", "other", false, false},
+		// A client id with a wildcard or a separator must not widen %c.
+		{"#", "clients/anything", false, false},
+		{"+", "clients/x", false, false},
+		{"a/b", "clients/a/b", false, false},
 	} {
 		if got := u.AllowMQTT(c.client, c.topic, c.sub); got != c.want {
 			t.Errorf("AllowMQTT(%q, %q, subscribe=%v) = %v, want %v", c.client, c.topic, c.sub, got, c.want)
 		}
+	}
+	// A deny rule with %c refuses a client id that would slip past it.
+	d := User{Name: "d", MQTT: []TopicRule{{Allow: false, Action: ActPublish, Filter: "x/%c/secret"}, {Allow: true, Action: ActAll, Filter: "x/#"}}}
+	if d.AllowMQTT("+", "x/foo/secret", false) || !d.AllowMQTT("c1", "x/foo/secret", false) {
+		t.Error("a deny rule with a client-id placeholder was slipped past, or refused a plain client id")
 	}
 	admin := User{Name: "root", Tags: []string{TagAdministrator}}
 	if !admin.AllowMQTT("c", "anything/#", true) {

@@ -203,6 +203,17 @@ func (u User) AllowMQTT(clientID, topic string, subscribe bool) bool {
 		}
 		f := r.Filter
 		if strings.IndexByte(f, '%') >= 0 {
+			// A client chooses its id (and an administrator a user name):
+			// one with a wildcard or a level separator would widen the
+			// rule. Such an allow rule does not apply (Mosquitto's rule);
+			// such a deny rule refuses, so it cannot be slipped past.
+			if strings.Contains(f, "%c") && strings.ContainsAny(clientID, "+#/") ||
+				strings.Contains(f, "%u") && strings.ContainsAny(u.Name, "+#/") {
+				if !r.Allow {
+					return false
+				}
+				continue
+			}
 			f = strings.NewReplacer("%u", u.Name, "%c", clientID).Replace(f)
 		}
 		if FilterCovers(f, topic) {

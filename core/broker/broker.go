@@ -76,7 +76,7 @@ func Open(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, sm: sm, counters: map[cq.QueueID]uint64{},
-		disk: newDiskAlarm(), auth: newAuthState(), stopBG: make(chan struct{})}
+		disk: newDiskAlarm(), auth: newAuthState(cfg.Auth.Hash), stopBG: make(chan struct{})}
 	b.routers.Store(&map[uint64]Router{})
 	ref := &raft.NodeHandler{}
 	var tr raft.Transport = noTransport{}

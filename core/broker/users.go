@@ -35,8 +35,7 @@ import (
 // a node is usable the moment it starts.
 //
 // guest may log in from loopback addresses only (RabbitMQ's rule), so the
-// well-known default password is no risk on a network. The default user's
-// RocketMQ secret key is its password.
+// well-known default password is no risk on a network.
 
 const (
 	authNamespace   = "auth"
@@ -59,8 +58,10 @@ type AuthConfig struct {
 	// Disabled turns checking off on every door (development only).
 	Disabled bool
 	// DefaultUser and DefaultPassword: the administrator a new cluster
-	// starts with (guest/guest).
+	// starts with (guest/guest). DefaultRocketSecret is its RocketMQ
+	// secret key (none if empty).
 	DefaultUser, DefaultPassword string
+	DefaultRocketSecret          string
 	// Hash is the cost of new password hashes (auth.DefaultHashParams).
 	Hash auth.HashParams
 	// FailuresPerMinute: failed logins allowed per source address in a
@@ -106,7 +107,15 @@ type authState struct {
 
 	mu       sync.Mutex
 	verified map[[32]byte]string // HMAC(key, name, password) → the hash it was checked against
+
+	// fmu guards the failure counts, apart from mu, which every check
+	// of a door takes.
+	fmu      sync.Mutex
 	failures map[string]*failWindow
+	pruned   time.Time
+
+	// dummyHash is checked for unknown user names.
+	dummyHash string
 
 	// slots bounds concurrent password hashing to the cores: a storm of
 	// logins queues here instead of holding memory for every hash at once.
@@ -124,11 +133,15 @@ type failWindow struct {
 	n     int
 }
 
-func newAuthState() *authState {
+func newAuthState(hash auth.HashParams) *authState {
 	s := &authState{verified: map[[32]byte]string{}, failures: map[string]*failWindow{}, decoded: map[string]decodedUser{},
 		slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	if _, err := rand.Read(s.key[:]); err != nil {
 		panic(fmt.Sprintf("broker: no randomness for the credentials cache: %v", err))
+	}
+	var err error
+	if s.dummyHash, err = auth.HashPassword(string(s.key[:8]), hash); err != nil {
+		panic(fmt.Sprintf("broker: %v", err))
 	}
 	return s
 }
@@ -154,9 +167,33 @@ func (b *Broker) Authenticate(name, password string, addr net.Addr) (auth.User, 
 	return u, nil
 }
 
+// CheckOrigin refuses a user that may not connect from addr (guest from
+// anywhere but loopback), for doors that identify users without a
+// password (RocketMQ signatures, client certificates).
+func (b *Broker) CheckOrigin(name string, addr net.Addr) error {
+	if name == loopbackOnlyUse && !isLoopback(addr) {
+		return ErrLoopbackOnly
+	}
+	return nil
+}
+
+// LoginBlocked reports whether addr made too many failed logins lately
+// (AuthConfig.FailuresPerMinute); doors that check credentials without
+// Authenticate ask it first and report failures with NoteLoginFailure.
+func (b *Broker) LoginBlocked(addr net.Addr) bool { return b.tooManyFailures(hostOf(addr)) }
+
+// NoteLoginFailure counts a failed login from addr.
+func (b *Broker) NoteLoginFailure(addr net.Addr) { b.noteFailure(hostOf(addr)) }
+
 func (b *Broker) checkPassword(name, password string) (auth.User, error) {
 	u, ok := b.LookupUser(name)
 	if !ok {
+		// Pay one hash as for a known user, so timing does not tell
+		// which user names exist.
+		s := b.auth
+		s.slots <- struct{}{}
+		_, _ = auth.VerifyPassword(s.dummyHash, password)
+		<-s.slots
 		return auth.User{}, ErrAuthFailed
 	}
 	if u.PasswordHash == "" && name == b.cfg.Auth.DefaultUser && !b.usersBooted() {
@@ -206,24 +243,38 @@ func defaultUser(name string) auth.User {
 
 func (b *Broker) tooManyFailures(ip string) bool {
 	s := b.auth
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
 	w := s.failures[ip]
 	return w != nil && time.Since(w.start) < time.Minute && w.n >= b.cfg.Auth.FailuresPerMinute
 }
 
+// maxFailureAddrs bounds the addresses whose failures are counted: a
+// stranger with many addresses must not make the broker hold without
+// limit. Past it (after dropping expired windows, at most once a second)
+// a new address goes uncounted; its guesses still queue for a hashing
+// slot.
+const maxFailureAddrs = 100000
+
 func (b *Broker) noteFailure(ip string) {
 	s := b.auth
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
 	now := time.Now()
 	w := s.failures[ip]
 	if w == nil || now.Sub(w.start) >= time.Minute {
-		if len(s.failures) >= 100000 {
-			for k, v := range s.failures { // drop the expired windows
+		if len(s.failures) >= maxFailureAddrs {
+			if now.Sub(s.pruned) < time.Second {
+				return
+			}
+			s.pruned = now
+			for k, v := range s.failures {
 				if now.Sub(v.start) >= time.Minute {
 					delete(s.failures, k)
 				}
+			}
+			if len(s.failures) >= maxFailureAddrs {
+				return
 			}
 		}
 		w = &failWindow{start: now}
@@ -358,10 +409,10 @@ func (b *Broker) bootstrapRecords() ([]command.Record, error) {
 	}
 	u := defaultUser(c.DefaultUser)
 	u.PasswordHash = h
-	// RocketMQ clients sign with a secret key, not a password: the default
-	// user's is its password, so every door works with one credential
-	// pair from the start (docs/security.md).
-	u.RocketSecret = c.DefaultPassword
+	// RocketMQ clients sign with a secret key, not a password, and the
+	// server needs it in clear: the default user gets one only when it is
+	// configured (DefaultRocketSecret); its password is never reused.
+	u.RocketSecret = c.DefaultRocketSecret
 	u.VHosts = map[string]auth.VHostPerm{"/": {Configure: ".*", Write: ".*", Read: ".*"}}
 	v, err := u.Encode()
 	if err != nil {

@@ -133,9 +133,10 @@ func TestComposeClusterKillAndRestart(t *testing.T) {
 	image := project + ":image"
 	// The cluster's own administrator: clients here are not on the nodes'
 	// loopback, where guest would be allowed.
-	const user, password = "compose-admin", "compose-secret"
-	env := []string{"CONFLUX_IMAGE=" + image, "CONFLUX_SUBNET=" + subnet, "CONFLUX_USER=" + user, "CONFLUX_PASSWORD=" + password}
-	creds := primitive.Credentials{AccessKey: user, SecretKey: password} // the default user's secret key is its password
+	const user, password, rocketSecret = "compose-admin", "compose-secret", "compose-rocketmq-secret"
+	env := []string{"CONFLUX_IMAGE=" + image, "CONFLUX_SUBNET=" + subnet, "CONFLUX_USER=" + user, "CONFLUX_PASSWORD=" + password,
+		"CONFLUX_ROCKETMQ_SECRET_KEY=" + rocketSecret}
+	creds := primitive.Credentials{AccessKey: user, SecretKey: rocketSecret}
 	hosts := []string{subnet + ".11", subnet + ".12", subnet + ".13"}
 
 	// The image: the static binary and the Dockerfile, nothing else.

@@ -434,6 +434,14 @@ func TestACLGuest(t *testing.T) {
 	if u, remark := a.identify(context.Background(), local, anon); remark != "" || u.Name != guestUser {
 		t.Fatalf("guest from ::1: %v %q", u, remark)
 	}
+	// Signing as guest does not get round the rule, even with guest's
+	// secret key right.
+	putUser(t, e.b, auth.User{Name: guestUser, RocketSecret: "guest-secret", Tags: []string{auth.TagAdministrator}})
+	signedGuest := request(command.GetMaxOffset, nil, "topic", aclTopic, "queueId", "0")
+	clientSign(signedGuest, guestUser, "guest-secret")
+	if _, remark := a.identify(context.Background(), remote, signedGuest); remark != remarkGuestRemote {
+		t.Fatalf("guest signing from a remote address: %q", remark)
+	}
 
 	// Without the guest user: refused at once (other users exist), on
 	// the wire too, except routes.
@@ -557,4 +565,25 @@ func TestRealClientACL(t *testing.T) {
 	if len(got) != 1 || got[0] != "signed" {
 		t.Fatalf("bob consumed %q, want only alice's signed message", got)
 	}
+}
+
+// TestACLInternalTopics: an AMQP queue's core topic is guarded by AMQP's
+// vhost permissions; through RocketMQ only administrators reach it, even
+// for a user whose default topic permission is PUB|SUB.
+func TestACLInternalTopics(t *testing.T) {
+	e := startACL(t, nil)
+	aclUsers(t, e.b)
+	const queueTopic, erinSecret = "AMQP%orders%6c40bc44a494a7f3", "erin-secret"
+	putUser(t, e.b, auth.User{Name: "erin", RocketSecret: erinSecret,
+		Rocket: auth.RocketPerms{DefaultTopic: auth.PermPubSub, DefaultGroup: auth.PermPubSub}})
+	createTopic(t, e.b, queueTopic, 1)
+	w := dialWire(t, e.brokerAddr)
+	pull := func() *command.RemotingCommand {
+		return request(command.GetMaxOffset, nil, "topic", queueTopic, "queueId", "0")
+	}
+	wantOK(t, "erin (default PUB|SUB) on an ordinary topic", w.signed("erin", erinSecret,
+		request(command.GetMaxOffset, nil, "topic", aclTopic, "queueId", "0")))
+	wantRefused(t, "erin (default PUB|SUB) on an AMQP queue's topic", w.signed("erin", erinSecret, pull()))
+	wantRefused(t, "erin sending to an AMQP queue's topic", w.signed("erin", erinSecret, sendReq(queueTopic, "x")))
+	wantOK(t, "guest (an administrator, from localhost)", w.call(pull()))
 }

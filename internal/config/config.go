@@ -96,6 +96,9 @@ type Config struct {
 	// DefaultUser and DefaultPassword: the administrator a new cluster
 	// starts with. DefaultPassword is never logged.
 	DefaultUser, DefaultPassword string
+	// DefaultRocketMQSecretKey: the default user's RocketMQ ACL secret key
+	// (empty: none; RocketMQ clients then use guest from localhost).
+	DefaultRocketMQSecretKey string
 	// AuthFailuresPerMinute: failed logins per source address per minute
 	// before further attempts from it are refused unchecked.
 	AuthFailuresPerMinute int
@@ -124,7 +127,7 @@ type Config struct {
 }
 
 // secretSettings are never shown by LogValue.
-var secretSettings = map[string]bool{"default-password": true}
+var secretSettings = map[string]bool{"default-password": true, "default-rocketmq-secret-key": true}
 
 // Default returns the configuration of `conflux serve` with no flags,
 // except AdvertiseHost, which Resolve detects.
@@ -163,7 +166,7 @@ func Names() []string {
 		"config", "node-id", "data-dir", "raft-addr", "peers", "advertise-host",
 		"namesrv-addr", "broker-addr", "mqtt-addr", "mqtt-ws-addr", "amqp-addr", "http-addr",
 		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
-		"auth", "default-user", "default-password", "auth-failures-per-minute",
+		"auth", "default-user", "default-password", "default-rocketmq-secret-key", "auth-failures-per-minute",
 		"tls-cert-file", "tls-key-file", "tls-ca-file", "tls-client-auth",
 		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "mqtt-obscure-not-authorized", "rocketmq-tls-only", "metrics-auth", "password-hash-memory-kib",
 	}
@@ -198,6 +201,7 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Auth, "auth", c.Auth, "check credentials on every door (false: anyone may do anything; development only)")
 	fs.StringVar(&c.DefaultUser, "default-user", c.DefaultUser, "administrator a new cluster starts with (guest may connect from localhost only)")
 	fs.StringVar(&c.DefaultPassword, "default-password", c.DefaultPassword, "the default user's password (never logged)")
+	fs.StringVar(&c.DefaultRocketMQSecretKey, "default-rocketmq-secret-key", c.DefaultRocketMQSecretKey, "the default user's RocketMQ ACL secret key (empty: none; never logged)")
 	fs.IntVar(&c.AuthFailuresPerMinute, "auth-failures-per-minute", c.AuthFailuresPerMinute, "failed logins a source address may make per minute before it is refused unchecked")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "PEM certificate for every TLS listener and the HTTPS API (reloaded on change or SIGHUP)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of --tls-cert-file")
@@ -461,8 +465,9 @@ func (c Config) BrokerConfig(logger *slog.Logger, reg prometheus.Registerer) bro
 			RetentionBytes: c.RetentionBytes, RetentionAge: c.RetentionAge},
 		Disk: broker.DiskConfig{FreeLimitBytes: c.DiskFreeLimitBytes},
 		Auth: broker.AuthConfig{Disabled: !c.Auth, DefaultUser: c.DefaultUser, DefaultPassword: c.DefaultPassword,
-			FailuresPerMinute: c.AuthFailuresPerMinute,
-			Hash:              auth.HashParams{MemoryKiB: c.PasswordHashMemoryKiB, Time: auth.DefaultHashParams.Time, Threads: auth.DefaultHashParams.Threads}},
+			DefaultRocketSecret: c.DefaultRocketMQSecretKey,
+			FailuresPerMinute:   c.AuthFailuresPerMinute,
+			Hash:                auth.HashParams{MemoryKiB: c.PasswordHashMemoryKiB, Time: auth.DefaultHashParams.Time, Threads: auth.DefaultHashParams.Threads}},
 		Logger:     logger,
 		Registerer: reg,
 	}

@@ -373,6 +373,14 @@ func TestSecretsAreNotLogged(t *testing.T) {
 	if strings.Contains(buf.String(), "hunter2-secret") {
 		t.Fatalf("the default password is in the log line: %s", buf.String())
 	}
+	c2, _ := mustParse(t, []string{"--default-rocketmq-secret-key", "rocket-secret-xyz"}, env())
+	buf.Reset()
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("start", "config", c2)
+	if strings.Contains(buf.String(), "rocket-secret-xyz") {
+		t.Fatalf("the RocketMQ secret key is in the log line: %s", buf.String())
+	}
+	buf.Reset()
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("start", "config", c)
 	if !strings.Contains(buf.String(), `"default-password":"(hidden)"`) {
 		t.Fatalf("the log line does not say the password is hidden: %s", buf.String())
 	}
