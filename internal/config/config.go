@@ -108,8 +108,11 @@ type Config struct {
 	TLSClientAuth                      string // none, request or require
 	// TLS listeners, on when a certificate is set; "" disables one.
 	MQTTTLSAddr, MQTTWSSAddr, AMQPTLSAddr string
-	// PeerTLS: mutual TLS between Raft peers (the same files).
-	PeerTLS bool
+	// PeerTLS: mutual TLS between Raft peers (the same certificate),
+	// peers' certificates checked against PeerTLSCAFile (default
+	// TLSCAFile).
+	PeerTLS       bool
+	PeerTLSCAFile string
 	// MQTTCertLogin: an MQTT client with a verified certificate logs in
 	// as the certificate's common name, without a password.
 	MQTTCertLogin bool
@@ -168,7 +171,7 @@ func Names() []string {
 		"log-level", "segment-size-bytes", "disk-free-limit-bytes", "retention-bytes", "retention-age",
 		"auth", "default-user", "default-password", "default-rocketmq-secret-key", "auth-failures-per-minute",
 		"tls-cert-file", "tls-key-file", "tls-ca-file", "tls-client-auth",
-		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "mqtt-cert-login", "mqtt-obscure-not-authorized", "rocketmq-tls-only", "metrics-auth", "password-hash-memory-kib",
+		"mqtt-tls-addr", "mqtt-wss-addr", "amqp-tls-addr", "peer-tls", "peer-tls-ca-file", "mqtt-cert-login", "mqtt-obscure-not-authorized", "rocketmq-tls-only", "metrics-auth", "password-hash-memory-kib",
 	}
 }
 
@@ -211,6 +214,7 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.MQTTWSSAddr, "mqtt-wss-addr", c.MQTTWSSAddr, "MQTT over secure WebSocket, when a certificate is set (empty: disabled)")
 	fs.StringVar(&c.AMQPTLSAddr, "amqp-tls-addr", c.AMQPTLSAddr, "AMQPS, when a certificate is set (empty: disabled)")
 	fs.BoolVar(&c.PeerTLS, "peer-tls", c.PeerTLS, "mutual TLS between Raft peers with --tls-cert-file, --tls-key-file and --tls-ca-file")
+	fs.StringVar(&c.PeerTLSCAFile, "peer-tls-ca-file", c.PeerTLSCAFile, "PEM CA certificates that peers' certificates must chain to (default: --tls-ca-file; a CA of its own is safer)")
 	fs.BoolVar(&c.MQTTCertLogin, "mqtt-cert-login", c.MQTTCertLogin, "an MQTT client with a verified client certificate logs in as its common name, without a password")
 	fs.BoolVar(&c.MQTTObscureNotAuthorized, "mqtt-obscure-not-authorized", c.MQTTObscureNotAuthorized, "answer a refused MQTT 5 subscription with SUBACK 0x80 instead of 0x87 (not authorized)")
 	fs.BoolVar(&c.RocketMQTLSOnly, "rocketmq-tls-only", c.RocketMQTLSOnly, "refuse plain connections on the RocketMQ ports (with a certificate they take TLS and plain)")
@@ -220,7 +224,8 @@ func (c *Config) Bind(fs *pflag.FlagSet) {
 
 // TLS is the TLS configuration of the listeners.
 func (c Config) TLS() tlsconf.Config {
-	return tlsconf.Config{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, CAFile: c.TLSCAFile, ClientAuth: c.TLSClientAuth}
+	return tlsconf.Config{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, CAFile: c.TLSCAFile, ClientAuth: c.TLSClientAuth,
+		PeerCAFile: c.PeerTLSCAFile}
 }
 
 // Source says which layer a setting came from.
@@ -341,8 +346,11 @@ func (c Config) Validate() error {
 	if c.RocketMQTLSOnly && !c.TLS().Enabled() {
 		bad("--rocketmq-tls-only needs --tls-cert-file and --tls-key-file")
 	}
-	if c.PeerTLS && (c.TLSCertFile == "" || c.TLSCAFile == "") {
-		bad("--peer-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file")
+	if c.PeerTLS && (c.TLSCertFile == "" || c.TLSCAFile == "" && c.PeerTLSCAFile == "") {
+		bad("--peer-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file or --peer-tls-ca-file")
+	}
+	if c.PeerTLSCAFile != "" && !c.PeerTLS {
+		bad("--peer-tls-ca-file is used only with --peer-tls")
 	}
 	if c.MQTTCertLogin && c.TLSCAFile == "" {
 		bad("--mqtt-cert-login needs --tls-ca-file (client certificates must be verified)")

@@ -29,6 +29,10 @@ type Config struct {
 	// ClientAuth: "none" (default), "request" (verified if sent) or
 	// "require".
 	ClientAuth string
+	// PeerCAFile holds the CAs that Raft peers' certificates must chain
+	// to (default: CAFile). A CA of its own keeps a certificate issued to
+	// a device for client login from ever passing as a peer.
+	PeerCAFile string
 	// WatchInterval spaces the checks for changed files (2s; -1: off).
 	WatchInterval time.Duration
 }
@@ -63,14 +67,15 @@ type Set struct {
 	cur atomic.Pointer[loaded]
 
 	mu      sync.Mutex
-	stamps  [3]time.Time
+	stamps  [4]time.Time
 	stop    chan struct{}
 	stopped sync.Once
 }
 
 type loaded struct {
-	cert tls.Certificate
-	cas  *x509.CertPool
+	cert    tls.Certificate
+	cas     *x509.CertPool
+	peerCAs *x509.CertPool // cas when no PeerCAFile
 }
 
 // Load reads the files. The returned Set serves Server and Client configs
@@ -102,14 +107,13 @@ func (s *Set) Reload() error {
 		return fmt.Errorf("tls: load %s and %s: %w", s.cfg.CertFile, s.cfg.KeyFile, err)
 	}
 	l := &loaded{cert: cert}
-	if s.cfg.CAFile != "" {
-		pem, err := os.ReadFile(s.cfg.CAFile)
-		if err != nil {
-			return fmt.Errorf("tls: read %s: %w", s.cfg.CAFile, err)
-		}
-		l.cas = x509.NewCertPool()
-		if !l.cas.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("tls: %s holds no PEM certificate", s.cfg.CAFile)
+	if l.cas, err = readPool(s.cfg.CAFile); err != nil {
+		return err
+	}
+	l.peerCAs = l.cas
+	if s.cfg.PeerCAFile != "" {
+		if l.peerCAs, err = readPool(s.cfg.PeerCAFile); err != nil {
+			return err
 		}
 	}
 	s.mu.Lock()
@@ -119,9 +123,25 @@ func (s *Set) Reload() error {
 	return nil
 }
 
-func (s *Set) fileStamps() [3]time.Time {
-	var out [3]time.Time
-	for k, f := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.CAFile} {
+// readPool reads a PEM file of CA certificates ("" gives nil).
+func readPool(name string) (*x509.CertPool, error) {
+	if name == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("tls: read %s: %w", name, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls: %s holds no PEM certificate", name)
+	}
+	return pool, nil
+}
+
+func (s *Set) fileStamps() [4]time.Time {
+	var out [4]time.Time
+	for k, f := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.CAFile, s.cfg.PeerCAFile} {
 		if fi, err := os.Stat(f); err == nil && f != "" {
 			out[k] = fi.ModTime()
 		}
@@ -180,15 +200,15 @@ func (s *Set) Server() *tls.Config {
 // between Raft peers: both sides present the certificate and require the
 // other's to chain to the CA.
 func (s *Set) Peer() (server, client *tls.Config, err error) {
-	if s.cfg.CAFile == "" {
-		return nil, nil, errors.New("tls: --peer-tls needs --tls-ca-file")
+	if s.cfg.CAFile == "" && s.cfg.PeerCAFile == "" {
+		return nil, nil, errors.New("tls: --peer-tls needs --tls-ca-file or --peer-tls-ca-file")
 	}
 	server = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			l := s.cur.Load()
 			return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{l.cert},
-				ClientCAs: l.cas, ClientAuth: tls.RequireAndVerifyClientCert}, nil
+				ClientCAs: l.peerCAs, ClientAuth: tls.RequireAndVerifyClientCert}, nil
 		},
 	}
 	client = &tls.Config{
@@ -223,7 +243,7 @@ func (s *Set) verifyChain(raw [][]byte) error {
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	_, err := certs[0].Verify(x509.VerifyOptions{Roots: s.cur.Load().cas, Intermediates: inter,
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: s.cur.Load().peerCAs, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err
 }

@@ -210,3 +210,40 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerCAOfItsOwn: with PeerCAFile, a certificate of the clients' CA
+// (say a device's, for MQTT certificate login) does not pass as a peer.
+func TestPeerCAOfItsOwn(t *testing.T) {
+	clients := tlstest.NewCA(t, "clients")
+	peers := tlstest.NewCA(t, "peers")
+	node := peers.Server("node1")
+	s, err := Load(Config{CertFile: node.CertFile, KeyFile: node.KeyFile, CAFile: clients.File, PeerCAFile: peers.File,
+		WatchInterval: -1}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, _, err := s.Peer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := echoServer(t, server, false)
+	device := clients.Client("device-7")
+	c, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{device.TLS}, InsecureSkipVerify: true}) //nolint:gosec // the server is not what is tested
+	if err == nil {
+		_, err = c.Write([]byte("ping"))
+		if err == nil {
+			_, err = io.ReadFull(c, make([]byte, 4))
+		}
+		_ = c.Close()
+	}
+	if err == nil {
+		t.Fatal("a certificate of the clients' CA passed as a peer")
+	}
+	peer := peers.Server("node2")
+	c, err = tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{peer.TLS}, InsecureSkipVerify: true}) //nolint:gosec // as above
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c)
+	_ = c.Close()
+}
