@@ -326,6 +326,13 @@ func (h *hook) pruneTakenOver(cl, old *mqtt.Client) {
 	if !checked {
 		return
 	}
+	if ou, _, oldOK := h.user(old); !ok || !oldOK || ou.Name != u.Name {
+		// Another user takes the client id: the messages in flight to the
+		// old connection were checked against the old user's rules, so
+		// they are not handed on (the new user gets only what its own
+		// subscriptions bring).
+		old.ClearInflights()
+	}
 	for _, sub := range old.State.Subscriptions.GetAll() {
 		if ok && u.AllowMQTT(cl.ID, aclFilter(sub.Filter), true) {
 			continue
