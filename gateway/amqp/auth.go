@@ -106,12 +106,11 @@ func (c *conn) perms() *auth.User {
 	// Taken before the read: an apply during it closes this one.
 	valid := c.s.b.Changed()
 	u, ok := c.s.b.LookupUser(c.user.Name)
-	switch {
-	case ok:
+	// LookupUser knows the default user before the cluster stored it;
+	// a user missing now was deleted and may do nothing.
+	if ok {
 		c.permsUser = &u
-	case c.user.PasswordHash == "":
-		c.permsUser = c.user
-	default:
+	} else {
 		c.permsUser = &auth.User{Name: c.user.Name}
 	}
 	c.permsValid = valid
