@@ -132,10 +132,11 @@ func (b *Broker) DiskAlarmChanged() <-chan struct{} {
 
 // checkDisk returns an ErrDiskFull that says why, or nil.
 func (b *Broker) checkDisk() error {
-	if !b.disk.blocked.Load() {
+	local := b.disk.local.Load()
+	if !local && !b.disk.blocked.Load() {
 		return nil
 	}
-	if b.disk.local.Load() {
+	if local {
 		return fmt.Errorf("%w: node %d has %d bytes free in %s, below the limit of %d (--disk-free-limit-bytes); free space or raise the limit",
 			ErrDiskFull, b.cfg.NodeID, b.disk.free.Load(), b.cfg.DataDir, b.cfg.Disk.FreeLimitBytes)
 	}
@@ -167,6 +168,9 @@ func (b *Broker) monitorDisk() {
 	key := diskAlarmKeyPrefix + strconv.FormatUint(b.cfg.NodeID, 10)
 	for {
 		b.sampleDisk()
+		// Blocked follows the local alarm at once, and the others' once
+		// their records are applied: publishing ours waits for a commit.
+		b.updateBlocked()
 		b.publishAlarm(key)
 		b.updateBlocked()
 		b.disk.checks.Add(1)
