@@ -158,21 +158,29 @@ func payload(pub string, n, size int) []byte {
 	return b
 }
 
+// guestChannel opens a channel as guest on its own connection, which the
+// test's cleanup closes.
+func guestChannel(t *testing.T, amqpAddr string) *amqp091.Channel {
+	t.Helper()
+	c, err := amqp091.Dial("amqp://guest:guest@" + amqpAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
 // checkAllThere reads fillq without consuming it (nothing is acked, and
 // closing the channel puts everything back) and requires every
 // acknowledged message of every publisher, in publish order (copies are
 // allowed: a message whose ack was lost may be stored twice).
 func checkAllThere(t *testing.T, amqpAddr string, want *acked) {
 	t.Helper()
-	c, err := amqp091.Dial("amqp://guest:guest@" + amqpAddr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ch, err := c.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := guestChannel(t, amqpAddr)
 	defer ch.Close() // requeues what was read
 	got := map[string][]int{}
 	for {
@@ -214,15 +222,8 @@ func checkAllThere(t *testing.T, amqpAddr string, want *acked) {
 // setupFillQueue declares fillq and binds it to amq.topic with fill.#.
 func setupFillQueue(t *testing.T, amqpAddr string) {
 	t.Helper()
-	c, err := amqp091.Dial("amqp://guest:guest@" + amqpAddr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ch, err := c.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := guestChannel(t, amqpAddr)
+	defer ch.Close()
 	if _, err := ch.QueueDeclare(fillQueue, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}

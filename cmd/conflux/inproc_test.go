@@ -7,6 +7,7 @@ import (
 
 	"github.com/conflux-mq/conflux/core/broker"
 	clog "github.com/conflux-mq/conflux/core/log"
+	"github.com/conflux-mq/conflux/gateway/mqtt"
 )
 
 // inProcessBroker opens a single-node broker in a temporary directory,
@@ -34,4 +35,20 @@ func localListener(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// inProcessMQTT serves an MQTT door of b on a free 127.0.0.1 port, closed
+// at the end of the test, and returns its address.
+func inProcessMQTT(t *testing.T, b *broker.Broker) string {
+	t.Helper()
+	ln := localListener(t)
+	s, err := mqtt.New(mqtt.Config{Broker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ln, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return ln.Addr().String()
 }
