@@ -12,7 +12,7 @@
 //   - ff's parser reads `--flag=` (explicit empty value) as "value missing"
 //     and takes the next argument as the value, so `--namesrv-addr=
 //     --broker-addr=` sets namesrv-addr to "--broker-addr=" (ff issue #138,
-//     fix PR #139 still open). DESIGN.md makes the empty address the way to
+//     fix PR #139 still open). The command-line contract (docs/architecture.md) makes the empty address the way to
 //     disable a listener, so this would break the documented command line;
 //     pflag treats `--flag=` as the empty string.
 //   - ff v4 has no release since v4.0.0-alpha.4 (September 2023); the tag

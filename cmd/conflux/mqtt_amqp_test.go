@@ -13,7 +13,7 @@ import (
 	"github.com/conflux-mq/conflux/gateway/mqtt"
 )
 
-// TestMQTTToAMQP: DESIGN.md's AMQP view. An AMQP queue bound to amq.topic
+// TestMQTTToAMQP: the AMQP view of the shared address space (docs/architecture.md). An AMQP queue bound to amq.topic
 // with "site1.*.temp" receives a paho.golang (MQTT 5) publish to
 // site1/dev42/temp, with routing key site1.dev42.temp, the MQTT user
 // property as a header and the message id as message-id; site1/dev42/hum

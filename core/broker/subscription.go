@@ -11,7 +11,7 @@ import (
 )
 
 // Subscription is a named cursor over one queue with per-message delivery
-// state: the one delivery state machine of DESIGN.md (ready → in flight →
+// state: the one delivery state machine every door shares (ready → in flight →
 // acked / retried / dead-lettered) that AMQP queues and MQTT sessions use.
 // Its settled state is replicated; in-flight leases are the leader's soft
 // state, so after a failover every unsettled message is delivered again.

@@ -7,7 +7,7 @@ import (
 )
 
 // Messages of the other doors reach AMQP queues through exchange
-// amq.topic of vhost "/" (DESIGN.md, cross-protocol model): an MQTT
+// amq.topic of vhost "/" (docs/architecture.md, "One address space"): an MQTT
 // publish to site1/dev42/temp has routing key "site1.dev42.temp"; a
 // RocketMQ message has "<topic>.<tag>" (or "<topic>" without a tag). The
 // broker asks routeForeign as it stores such a message, so it is stored

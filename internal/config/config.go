@@ -28,7 +28,7 @@ import (
 	"github.com/conflux-mq/conflux/internal/tlsconf"
 )
 
-// Defaults, as in DESIGN.md's "Command line and ports" table.
+// Defaults, as docs/architecture.md and serve's help list them.
 const (
 	DefaultNodeID           = 1
 	DefaultDataDir          = "./data"

@@ -47,7 +47,7 @@ func TestDefaults(t *testing.T) {
 	if c.NodeID != 1 || c.DataDir != "./data" || c.RaftAddr != "127.0.0.1:40911" || c.Peers != nil ||
 		c.NamesrvAddr != ":9876" || c.BrokerAddr != ":10911" || c.MQTTAddr != ":1883" || c.MQTTWSAddr != ":8083" ||
 		c.AMQPAddr != ":5672" || c.HTTPAddr != ":8080" || c.LogLevel != slog.LevelInfo || c.SegmentSizeBytes != 1<<30 {
-		t.Fatalf("defaults differ from DESIGN.md: %+v", c)
+		t.Fatalf("defaults differ from the documented ones: %+v", c)
 	}
 	if c.AdvertiseHost == "" || net.ParseIP(c.AdvertiseHost) == nil {
 		t.Fatalf("advertise host %q is not an IP address", c.AdvertiseHost)

@@ -1,4 +1,4 @@
-// Package lint holds tests that enforce the architecture rules from DESIGN.md
+// Package lint holds tests that enforce the architecture rules of docs/architecture.md
 // mechanically, so `go test ./...` checks them without any external linter
 // (pebble's internal/lint does the same).
 package lint
@@ -162,7 +162,7 @@ func importViolations(mod string, pkgs []pkg) []string {
 			}
 			// (a) core never reaches up into a gateway.
 			if under(self, "core") && under(dep, "gateway") {
-				out = append(out, fmt.Sprintf("%s imports %s: nothing under core/ may import gateway/ (DESIGN.md: gateway/* -> core/broker -> core/{txn,raft,log})", self, dep))
+				out = append(out, fmt.Sprintf("%s imports %s: nothing under core/ may import gateway/ (docs/architecture.md: gateway/* -> core/broker -> core/{txn,raft,log})", self, dep))
 			}
 			// (b) gateways never import each other.
 			if x, y := gatewayName(self), gatewayName(dep); x != "" && y != "" && x != y {
