@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -30,11 +29,6 @@ import (
 // go through Broker.Authenticate, keep that rule here.
 const guestUser = "guest"
 
-// userWait bounds how long a login waits for its user's record to be
-// applied on this node: the default user between a new cluster's first
-// leader and the entry creating it, which Authenticate already accepts.
-const userWait = 5 * time.Second
-
 // Login refusals, by the CONNACK they get. Which broker error refused a
 // password is never told to the client (core/broker/users.go).
 var (
@@ -44,9 +38,6 @@ var (
 	errNotAuthorized = errors.New("mqtt: not authorized")
 	// errAuthMethod: MQTT 5 enhanced authentication is not offered (0x8C).
 	errAuthMethod = errors.New("mqtt: authentication method not supported")
-	// errUserPending: the user's record is not applied here yet (0x03,
-	// MQTT 5: 0x88 server unavailable).
-	errUserPending = errors.New("mqtt: user record not applied on this node yet")
 )
 
 // authenticate logs a client in, from OnConnect, and refuses the
@@ -101,13 +92,10 @@ func (h *hook) login(cl *mqtt.Client, pk packets.Packet, addr net.Addr) (string,
 		if cfg.NoAnonymous || !isLoopback(addr) && (!cfg.AnonymousAnyAddress || name == guestUser) {
 			return name, method, errNotAuthorized
 		}
+		// LookupUser knows the configured default user even before a new
+		// cluster has stored it.
 		var ok bool
-		if u, ok = b.LookupUser(name); !ok && len(b.Users()) == 0 {
-			// No users at all: most likely a new cluster whose default
-			// user is being created right now.
-			u, ok = h.awaitUser(name)
-		}
-		if !ok {
+		if u, ok = b.LookupUser(name); !ok {
 			return name, method, errNotAuthorized
 		}
 	case len(pk.Connect.Username) == 0:
@@ -116,13 +104,6 @@ func (h *hook) login(cl *mqtt.Client, pk packets.Packet, addr net.Addr) (string,
 		var err error
 		if u, err = b.Authenticate(name, string(pk.Connect.Password), addr); err != nil {
 			return name, method, fmt.Errorf("%w: %w", errBadCredentials, err)
-		}
-		if _, ok := b.LookupUser(name); !ok {
-			// Accepted before its record is applied here (the default
-			// user of a new cluster): every later check reads the record.
-			if u, ok = h.awaitUser(name); !ok {
-				return name, method, errUserPending
-			}
 		}
 	}
 	// A will the user may not publish refuses the connection, rather
@@ -134,26 +115,6 @@ func (h *hook) login(cl *mqtt.Client, pk packets.Packet, addr net.Addr) (string,
 	return name, method, nil
 }
 
-// awaitUser waits, at most userWait, for a user's record to be applied
-// on this node.
-func (h *hook) awaitUser(name string) (auth.User, bool) {
-	deadline := time.NewTimer(userWait)
-	defer deadline.Stop()
-	for {
-		changed := h.s.b.Changed()
-		if u, ok := h.s.b.LookupUser(name); ok {
-			return u, true
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return auth.User{}, false
-		case <-h.s.ctx.Done():
-			return auth.User{}, false
-		}
-	}
-}
-
 // refuseConnect sends the CONNACK for a refused login and returns the
 // error that makes mochi close the connection without another one.
 func (h *hook) refuseConnect(cl *mqtt.Client, err error) error {
@@ -163,8 +124,6 @@ func (h *hook) refuseConnect(cl *mqtt.Client, err error) error {
 		code, v3 = packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword // 0x86, 0x04
 	case errors.Is(err, errAuthMethod):
 		code = packets.ErrBadAuthenticationMethod // MQTT 5 only: 3.1.1 has no method
-	case errors.Is(err, errUserPending):
-		code, v3 = packets.ErrServerUnavailable, packets.Err3ServerUnavailable
 	}
 	if cl.Properties.ProtocolVersion >= 5 {
 		_ = h.s.mochi.SendConnack(cl, code, false, nil)

@@ -14,7 +14,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/conflux-mq/conflux/core/auth"
 	"github.com/conflux-mq/conflux/core/broker"
@@ -69,11 +68,6 @@ const (
 // guestUser is whom a request without AccessKey acts for.
 const guestUser = "guest"
 
-// bootstrapWait bounds how long a request without AccessKey waits for a
-// new cluster's default user to be applied here (core/broker creates it
-// shortly after the first leader is elected), so the first clients of a
-// fresh node are not refused.
-const bootstrapWait = 5 * time.Second
 
 // Remarks of NO_PERMISSION answers. They name the access key or user but
 // never a signature or secret.
@@ -299,31 +293,8 @@ func (a *acl) guest(ctx context.Context, c *Conn) (auth.User, string) {
 	if !isLoopback(c.RemoteAddr()) {
 		return auth.User{}, remarkGuestRemote
 	}
-	if u, ok := a.b.LookupUser(guestUser); ok {
-		return u, ""
-	}
-	// No users at all: the default user is not applied here yet (a new
-	// node). Wait for it a little rather than refuse a node's first
-	// clients; with users and no guest, refuse at once.
-	var timeout <-chan time.Time
-	for len(a.b.Users()) == 0 {
-		changed := a.b.Changed()
-		if u, ok := a.b.LookupUser(guestUser); ok {
-			return u, ""
-		}
-		if timeout == nil {
-			t := time.NewTimer(bootstrapWait)
-			defer t.Stop()
-			timeout = t.C
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			return auth.User{}, remarkNoGuest
-		case <-ctx.Done():
-			return auth.User{}, remarkNoGuest
-		}
-	}
+	// LookupUser knows the configured default user even before a new
+	// cluster has stored it.
 	if u, ok := a.b.LookupUser(guestUser); ok {
 		return u, ""
 	}
