@@ -33,23 +33,9 @@ func str16(s string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
 }
 
-func varint(n int) []byte {
-	var out []byte
-	for {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		out = append(out, b)
-		if n == 0 {
-			return out
-		}
-	}
-}
 
 func frame(typeFlags byte, body []byte) []byte {
-	return append(append([]byte{typeFlags}, varint(len(body))...), body...)
+	return append(append([]byte{typeFlags}, remainingLength(len(body))...), body...)
 }
 
 func connectPacket(id string, clean bool) []byte {
