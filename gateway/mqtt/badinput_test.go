@@ -33,7 +33,6 @@ func str16(s string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
 }
 
-
 func frame(typeFlags byte, body []byte) []byte {
 	return append(append([]byte{typeFlags}, remainingLength(len(body))...), body...)
 }
