@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/conflux-mq/conflux/internal/testdisk"
 )
 
 // Full-disk tests: `conflux serve` processes whose data dirs are small
@@ -29,28 +30,10 @@ import (
 // and restarted. Every acknowledged message must be there, in order.
 
 // smallDisk mounts a tmpfs of sizeMiB on a new directory and returns it.
-// It needs root; without it the test skips (fails under CI=true).
 func smallDisk(t *testing.T, sizeMiB int) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("full-disk tests mount a tmpfs and need root; CI runs as root")
-		}
-		t.Skip("full-disk tests mount a tmpfs: run as root")
-	}
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v: %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	// Registered before any node starts, so it runs after they are killed.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Logf("umount %s: %v: %s", dir, err, out)
-		}
-	})
+	testdisk.Mount(t, dir, fmt.Sprintf("%dm", sizeMiB))
 	return dir
 }
 

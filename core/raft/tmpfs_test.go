@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	clog "github.com/conflux-mq/conflux/core/log"
+	"github.com/conflux-mq/conflux/internal/testdisk"
 )
 
 // TestFullDiskOnTmpfs runs a node on a real, small file system (a tmpfs)
@@ -31,7 +32,7 @@ func TestFullDiskOnTmpfs(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mountTmpfs(t, dir, "512k")
+	testdisk.Mount(t, dir, "512k")
 	var logs syncBuffer
 	o := clusterOpts{
 		logCfg: clog.Config{SegmentSizeBytes: 8 << 10},
@@ -85,7 +86,7 @@ func TestFullDiskOnTmpfsMetaSave(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mountTmpfs(t, dir, "512k")
+	testdisk.Mount(t, dir, "512k")
 	var logs syncBuffer
 	o := clusterOpts{
 		logCfg: clog.Config{SegmentSizeBytes: 8 << 10},
@@ -203,30 +204,6 @@ func unbackFreePages(t *testing.T, db *bolt.DB) {
 			t.Fatalf("punch a hole in meta.db: %v", err)
 		}
 	}
-}
-
-// mountTmpfs mounts a tmpfs of size on dir until the test ends.
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf // CI runs as root: a skip there would hide a regression
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root to mount a small tmpfs (run as root, as CI does)")
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		skip("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		// Runs after the nodes' Stop (registered later). If a failed test
-		// left a file open, detach the mount rather than leave it behind.
-		if _, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-				t.Errorf("umount %s: %v: %s", dir, err, out)
-			}
-		}
-	})
 }
 
 // fillUp writes name until the file system is full.
