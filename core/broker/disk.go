@@ -103,7 +103,6 @@ type diskAlarm struct {
 	free    atomic.Uint64
 	local   atomic.Bool
 	blocked atomic.Bool
-	checks  atomic.Uint64 // completed checks, for tests and metrics
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when Blocked changes
@@ -173,7 +172,6 @@ func (b *Broker) monitorDisk() {
 		b.updateBlocked()
 		b.publishAlarm(key)
 		b.updateBlocked()
-		b.disk.checks.Add(1)
 		select {
 		case <-b.node.Done():
 			return
