@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/conflux-mq/conflux/core/log/vfs"
 )
 
 // The disk alarm, as RabbitMQ and RocketMQ have it: a node whose data dir
@@ -59,7 +59,7 @@ func (c DiskConfig) withDefaults(segmentBytes int64) DiskConfig {
 		c.CheckInterval = 100 * time.Millisecond
 	}
 	if c.FreeBytes == nil {
-		c.FreeBytes = statfsFree
+		c.FreeBytes = vfs.OS{}.FreeBytes // statfs: what an unprivileged writer may use
 	}
 	return c
 }
@@ -72,15 +72,6 @@ func (c DiskConfig) validate() error {
 		return errors.New("broker: disk check interval is negative")
 	}
 	return nil
-}
-
-// statfsFree is the space an unprivileged writer may use (f_bavail).
-func statfsFree(dir string) (uint64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("broker: statfs %s: %w", dir, err)
-	}
-	return st.Bavail * uint64(st.Bsize), nil
 }
 
 // DiskStatus is the alarm as this node sees it.
