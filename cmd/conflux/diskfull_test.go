@@ -20,6 +20,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/conflux-mq/conflux/core/log/vfs"
 	"github.com/conflux-mq/conflux/internal/testdisk"
 )
 
@@ -39,11 +40,11 @@ func smallDisk(t *testing.T, sizeMiB int) string {
 
 func freeBytes(t *testing.T, dir string) uint64 {
 	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
+	free, err := vfs.OS{}.FreeBytes(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return st.Bavail * uint64(st.Bsize)
+	return free
 }
 
 // ballast takes the free space of dir's file system down to about leave
