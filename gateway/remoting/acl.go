@@ -68,7 +68,6 @@ const (
 // guestUser is whom a request without AccessKey acts for.
 const guestUser = "guest"
 
-
 // Remarks of NO_PERMISSION answers. They name the access key or user but
 // never a signature or secret.
 const (
